@@ -1,0 +1,25 @@
+"""Small formatting helpers shared by the headless printer and the TUI."""
+
+from __future__ import annotations
+
+
+def duration(seconds: float) -> str:
+    """1:02:03 or 2:03 (m:ss)."""
+    if seconds != seconds or seconds < 0:  # NaN or negative: unknown
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def si(value: float, unit: str = "") -> str:
+    """12.3k, 4.56M: three significant figures."""
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def count(n: int) -> str:
+    return f"{n:,}"

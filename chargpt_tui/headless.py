@@ -1,0 +1,97 @@
+"""Plain log lines for when there is no terminal (or --headless): one line per evaluation in
+the seed's form, progress now and then, samples, checkpoints. Write errors (a dropped SSH
+connection, a closed pipe) are ignored: the training and its checkpoints matter more."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from model import events as ev
+
+from .format import count, duration, si
+
+
+class HeadlessPrinter:
+    def __init__(
+        self, out: TextIO | None = None, err: TextIO | None = None, progress_interval_s: float = 30.0
+    ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.progress_interval_s = progress_interval_s
+        self.max_iters = 0
+        self._last_progress = time.monotonic()
+        self._tokens = 0.0  # since the last evaluation line
+        self._step_s = 0.0
+        self._ms_per_step = 0.0
+        self._last_loss = float("nan")
+
+    def __call__(self, event: ev.Event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def _print(self, line: str, err: bool = False) -> None:
+        stream = self.err if err else self.out
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+        self.max_iters = e.max_iters
+        verb = f"resuming at step {e.iter}" if e.resumed else "training"
+        self._print(
+            f"{verb} on {e.corpus}: {count(e.n_chars)} characters, vocabulary {e.vocab_size}; "
+            f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, {e.threads} threads"
+        )
+        if e.out_dir:
+            self._print(f"run directory: {e.out_dir}")
+
+    def _on_StepsDone(self, e: ev.StepsDone) -> None:
+        step_s = e.ms_per_step * len(e.iters) / 1000.0
+        self._step_s += step_s
+        self._tokens += e.tokens_per_s * step_s
+        self._ms_per_step = e.ms_per_step
+        self._last_loss = e.losses[-1]
+        now = time.monotonic()
+        if now - self._last_progress >= self.progress_interval_s:
+            self._last_progress = now
+            eta = (self.max_iters - e.iter) * self._ms_per_step / 1000.0
+            self._print(
+                f"step {e.iter}/{self.max_iters}: loss {self._last_loss:.4f} | "
+                f"{si(e.tokens_per_s)} tokens/s, {e.ms_per_step:.1f} ms/step | "
+                f"{duration(e.time_s)} elapsed, ETA {duration(eta)}"
+            )
+
+    def _on_EvalDone(self, e: ev.EvalDone) -> None:
+        line = f"step {e.iter}: train loss {e.train_loss:.4f}, val loss {e.val_loss:.4f}"
+        if self._step_s > 0:
+            line += f" | {si(self._tokens / self._step_s)} tokens/s, {self._ms_per_step:.1f} ms/step"
+        line += f" | {duration(e.time_s)}"
+        self._print(line)
+        self._tokens = self._step_s = 0.0
+        self._last_progress = time.monotonic()
+
+    def _on_SampleGenerated(self, e: ev.SampleGenerated) -> None:
+        self._print(f"--- sample at step {e.iter} ---\n{e.text}\n---")
+
+    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
+        if e.reason != "eval":  # the evaluation line already says a checkpoint was taken
+            self._print(f"saved checkpoint {e.path} (step {e.iter})")
+
+    def _on_CheckpointFailed(self, e: ev.CheckpointFailed) -> None:
+        self._print(f"warning: could not save {e.path} at step {e.iter}: {e.error}; training goes on", err=True)
+
+    def _on_Warning(self, e: ev.Warning) -> None:
+        self._print(f"warning: {e.message}", err=True)
+
+    def _on_Finished(self, e: ev.Finished) -> None:
+        word = "stopped" if e.stopped else "finished"
+        best = f"best val loss {e.best_val_loss:.4f} at step {e.best_iter}" if e.best_iter >= 0 else "no evaluation yet"
+        self._print(f"{word} at step {e.iter} after {duration(e.time_s)}: {best}")
+
+    def _on_Failed(self, e: ev.Failed) -> None:
+        self._print(f"chargpt-tui: training failed at step {e.iter}: {e.error}", err=True)

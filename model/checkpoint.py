@@ -1,0 +1,150 @@
+"""Checkpoints: atomic writes, safe reads.
+
+A checkpoint is a dict of tensors and plain Python values only, so that
+``torch.load(path, weights_only=True)`` reads it and a crafted file cannot run code on load:
+
+    format, version         "chargpt-tui checkpoint", FORMAT_VERSION
+    model, optimizer        state dicts
+    model_config            GPTConfig fields
+    train_config            TrainConfig fields
+    vocab                   the vocabulary as one string of sorted characters
+    iter                    training steps done (every evaluation due at iter is done too)
+    best_val_loss, best_iter
+    elapsed_s               training time so far
+    rng                     torch (CPU), cuda (list), train_batches, eval_batches, samples
+    history                 step_iters, step_losses (bounded), eval_iters, train_losses, val_losses
+    corpus                  {"name": path or "python-stdlib", "n_chars": ...}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GPTConfig, TrainConfig
+from .gpt import GPT
+from .tokenizer import CharTokenizer
+
+FORMAT = "chargpt-tui checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or used. The message is one line meant for the user."""
+
+
+PathLike = str | os.PathLike[str]
+
+
+def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None = None) -> None:
+    """Write state to path atomically: a temporary file in the same folder, flushed and fsynced,
+    then renamed over the old file. A crash at any moment leaves either the old or the new file.
+
+    ``also`` names a second path that gets the same file (best.pt): a hard link of the
+    temporary file, renamed into place too, so the bytes are written once.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_also = None
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if also is not None:
+            also = Path(also)
+            tmp_also = also.with_name(f".{also.name}.{os.getpid()}.tmp")
+            try:
+                os.link(tmp, tmp_also)
+            except OSError:  # no hard links here (some network or FAT file systems): copy
+                with open(tmp, "rb") as src, open(tmp_also, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            os.replace(tmp_also, also)
+            tmp_also = None
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        for leftover in (tmp, tmp_also):
+            if leftover is not None:
+                try:
+                    leftover.unlink()
+                except OSError:
+                    pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint, on the CPU. Never unpickles anything but tensors and plain values."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except pickle.UnpicklingError as exc:
+        # weights_only=True refuses anything that would run code or build arbitrary objects
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} was refused: it holds more than tensors and plain values ({first})") from None
+    except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
+        reason = "truncated or corrupt" if _looks_truncated(exc) else "not a readable checkpoint"
+        raise CheckpointError(f"{path} is {reason} ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a chargpt-tui checkpoint")
+    if state.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {state.get('version')!r}; "
+            f"this chargpt-tui reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in ("model", "model_config", "train_config", "vocab", "iter") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is missing {', '.join(missing)}")
+    return state
+
+
+def _looks_truncated(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, EOFError) or "central directory" in text or "failed finding" in text or "truncat" in text
+
+
+def configs_from_checkpoint(state: dict[str, Any]) -> tuple[GPTConfig, TrainConfig]:
+    try:
+        return GPTConfig(**state["model_config"]), TrainConfig(**state["train_config"])
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint configuration does not match this version ({exc})") from None
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
+    """The model (in eval mode, on the CPU) and its tokenizer, from a loaded checkpoint."""
+    model_config, _ = configs_from_checkpoint(state)
+    tokenizer = CharTokenizer(state["vocab"])
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError("checkpoint vocabulary does not match its model's vocab_size")
+    model = GPT(model_config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint weights do not fit the model ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, tokenizer

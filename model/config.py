@@ -1,0 +1,150 @@
+"""Configuration dataclasses for the model and the training loop, and the named presets.
+
+Defaults are the seed's hyperparameters (``../shared/seed/gpt-from-scratch.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable. The message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256  # maximum context length
+    n_embed: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    dropout: float = 0.2
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embed // self.n_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "block_size", "n_embed", "n_layers", "n_heads"):
+            _require_positive(name, getattr(self, name))
+        if self.n_embed % self.n_heads:
+            raise ConfigError(
+                f"n_embed ({self.n_embed}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64
+    max_iters: int = 5000
+    eval_interval: int = 500
+    eval_iters: int = 200
+    learning_rate: float = 3e-4
+    # "constant" is the seed's schedule; "cosine" is nanoGPT's linear warmup then cosine decay
+    # from learning_rate down to min_lr at max_iters.
+    lr_schedule: str = "constant"
+    warmup_iters: int = 0
+    min_lr: float = 3e-5
+    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the seed uses
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 0.0  # 0: no clipping
+    sample_interval: int = 500
+    sample_tokens: int = 200
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int = 0  # 0: torch's default
+
+    def validate(self) -> None:
+        for name in (
+            "batch_size", "max_iters", "eval_interval", "eval_iters", "learning_rate",
+            "sample_interval", "sample_tokens",
+        ):
+            _require_positive(name, getattr(self, name))
+        for name in ("warmup_iters", "min_lr", "weight_decay", "grad_clip", "seed", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "seed": Preset("the seed's hyperparameters: 4 layers x 128 wide, block 256, 5000 iters (the default)"),
+    # nanoGPT's CPU recipe for shakespeare_char: small context, small batch, a higher learning
+    # rate with warmup and cosine decay, no dropout. Good samples in minutes on a laptop CPU.
+    "cpu": Preset(
+        "a small, fast recipe for a laptop CPU (nanoGPT's): block 64, batch 12, 2000 iters",
+        model={"block_size": 64, "n_embed": 128, "n_layers": 4, "n_heads": 4, "dropout": 0.0},
+        train={
+            "batch_size": 12, "max_iters": 2000, "eval_interval": 250, "eval_iters": 20,
+            "learning_rate": 1e-3, "lr_schedule": "cosine", "warmup_iters": 100, "min_lr": 1e-4,
+            "weight_decay": 0.1, "beta2": 0.99, "grad_clip": 1.0, "sample_interval": 250,
+        },
+    ),
+    # nanoGPT's GPU recipe for shakespeare_char (6 x 384, ~10.7M parameters).
+    "shakespeare": Preset(
+        "a GPU-sized recipe (nanoGPT's): 6 layers x 384 wide, block 256, 5000 iters",
+        model={"block_size": 256, "n_embed": 384, "n_layers": 6, "n_heads": 6, "dropout": 0.2},
+        train={
+            "batch_size": 64, "max_iters": 5000, "eval_interval": 250, "eval_iters": 200,
+            "learning_rate": 1e-3, "lr_schedule": "cosine", "warmup_iters": 100, "min_lr": 1e-4,
+            "weight_decay": 0.1, "beta2": 0.99, "grad_clip": 1.0, "sample_interval": 500,
+        },
+    ),
+}
+
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(GPTConfig))
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def build_configs(
+    preset: str = "seed", overrides: dict[str, Any] | None = None, vocab_size: int = 65
+) -> tuple[GPTConfig, TrainConfig]:
+    """Defaults, then the preset, then explicit overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    chosen = PRESETS[preset]
+    model_kwargs = {**chosen.model, "vocab_size": vocab_size}
+    train_kwargs = dict(chosen.train)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in MODEL_FIELDS:
+            model_kwargs[key] = value
+        elif key in TRAIN_FIELDS:
+            train_kwargs[key] = value
+        else:
+            raise ConfigError(f"unknown setting {key!r}")
+    model_config, train_config = GPTConfig(**model_kwargs), TrainConfig(**train_kwargs)
+    model_config.validate()
+    train_config.validate()
+    return model_config, train_config

@@ -1,0 +1,176 @@
+"""Reading, checking and encoding a text corpus; train/validation split; random batches."""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tokenizer import CharTokenizer, UnknownCharactersError
+
+TRAIN_FRACTION = 0.9
+BUILTIN_CORPUS_NAME = "python-stdlib"
+BUILTIN_CORPUS_MAX_BYTES = 4 * 1024 * 1024
+
+
+class CorpusError(ValueError):
+    """The text cannot be used for training. The message is one line meant for the user."""
+
+
+def min_chars_for(block_size: int) -> int:
+    """Fewest characters for which both splits hold at least one batch row (block_size + 1)."""
+    n = block_size + 1
+    while split_point(n) < block_size + 1 or n - split_point(n) < block_size + 1:
+        n += 1
+    return n
+
+
+def split_point(n: int) -> int:
+    return int(TRAIN_FRACTION * n)
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a file as UTF-8 text, with one clear CorpusError for anything unusable."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise CorpusError(f"{path} is a directory, not a text file")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CorpusError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_text(raw, str(path))
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    if not raw:
+        raise CorpusError(f"{name} is empty")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{name} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    # As Python's text mode does (and so the seed): one BOM dropped, universal newlines.
+    text = text.removeprefix("\ufeff")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise CorpusError(f"{name} is empty")
+    return text
+
+
+def builtin_corpus_text(max_bytes: int = BUILTIN_CORPUS_MAX_BYTES) -> tuple[str, str]:
+    """The Python standard library's own .py sources, in sorted path order, capped at max_bytes.
+
+    Needs no network and no file of ours: every Python installation carries it. Returns
+    (text, description).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts: list[str] = []
+    size = 0
+    files = 0
+    for path in _stdlib_sources(root):
+        try:
+            text = decode_text(path.read_bytes(), str(path))
+        except (OSError, CorpusError):
+            continue
+        piece = f"# {path.relative_to(root)}\n{text}\n"
+        if size + len(piece) > max_bytes:
+            break
+        parts.append(piece)
+        size += len(piece)
+        files += 1
+    if not parts:
+        raise CorpusError(f"no Python sources found under {root} for the built-in corpus")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return "".join(parts), f"Python {version} standard library sources ({files} files, {size / 1e6:.1f} MB)"
+
+
+_SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
+
+
+def _stdlib_sources(root: Path) -> list[Path]:
+    """Every .py file under root, sorted by relative path, without tests and installed packages."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
+        found.extend(Path(folder, f) for f in files if f.endswith(".py"))
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+@dataclass
+class Corpus:
+    """A text encoded to ids, split 90/10 into training and validation data."""
+
+    name: str
+    tokenizer: CharTokenizer
+    ids: np.ndarray  # uint8/uint16/uint32, one id per character
+    description: str = ""  # for people: what the text is
+
+    @classmethod
+    def from_text(cls, text: str, name: str, tokenizer: CharTokenizer | None = None) -> Corpus:
+        tokenizer = tokenizer or CharTokenizer.from_text(text)
+        try:
+            ids = tokenizer.encode_array(text)
+        except UnknownCharactersError as exc:
+            raise CorpusError(f"{name}: {exc}") from None
+        return cls(name=name, tokenizer=tokenizer, ids=ids)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], tokenizer: CharTokenizer | None = None) -> Corpus:
+        return cls.from_text(read_text(path), str(path), tokenizer)
+
+    @classmethod
+    def builtin(cls, tokenizer: CharTokenizer | None = None) -> Corpus:
+        text, description = builtin_corpus_text()
+        corpus = cls.from_text(text, BUILTIN_CORPUS_NAME, tokenizer)
+        corpus.description = description
+        return corpus
+
+    def __post_init__(self) -> None:
+        self.description = self.description or self.name
+        n = split_point(len(self.ids))
+        # torch views over the NumPy ids: no copy, and uint8 stays 1 byte a character.
+        self.train_data = torch.from_numpy(self.ids[:n])
+        self.val_data = torch.from_numpy(self.ids[n:])
+
+    @property
+    def path(self) -> str | None:
+        """The text file's absolute path; None for the built-in corpus."""
+        return None if self.name == BUILTIN_CORPUS_NAME else str(Path(self.name).resolve())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def check_block_size(self, block_size: int) -> None:
+        needed = min_chars_for(block_size)
+        if len(self) < needed:
+            raise CorpusError(
+                f"{self.name} has {len(self)} characters; block size {block_size} needs at least "
+                f"{needed} (or try a smaller --block-size)"
+            )
+
+    def get_batch(
+        self, split: str, batch_size: int, block_size: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random rows of block_size ids (x) and the same rows shifted by one (y), as the seed does.
+
+        The offsets are drawn exactly as the seed draws them; the rows are gathered with one
+        indexing operation instead of a Python loop of slices.
+        """
+        data = self.train_data if split == "train" else self.val_data
+        ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        rows = data[ix.unsqueeze(1) + torch.arange(block_size + 1)].long()  # (B, T+1)
+        return rows[:, :-1], rows[:, 1:]

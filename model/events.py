@@ -1,0 +1,140 @@
+"""What the trainer reports, as small frozen dataclasses of plain values.
+
+Every sink (the TUI, the headless printer, metrics.jsonl) sees the same stream. Each event
+carries ``time_s``, seconds of training time since the run first started (a resumed run goes
+on counting from its checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    iter: int
+    time_s: float
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self)]
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready form written to metrics.jsonl: {"event": kind, "iter": ..., ...}."""
+        return {"event": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    max_iters: int
+    n_params: int
+    vocab_size: int
+    corpus: str  # description of the text for people
+    n_chars: int
+    device: str  # "cpu", "cuda", "mps"
+    device_name: str
+    dtype: str
+    threads: int
+    torch_version: str
+    out_dir: str | None
+    resumed: bool
+    flops_per_token: float
+    model_config: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    # what a chart needs to redraw a resumed run: (iter, loss) pairs and (iter, train, val) triples
+    step_history: tuple[tuple[int, float], ...] = ()
+    eval_history: tuple[tuple[int, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class StepsDone(Event):
+    """Training steps since the previous StepsDone, batched so listeners see a few per second."""
+
+    iters: tuple[int, ...]  # the iteration each step completed (1-based: after the step)
+    losses: tuple[float, ...]
+    lr: float
+    tokens_per_s: float  # over these steps' own time, without evaluation or pauses
+    ms_per_step: float
+
+
+@dataclass(frozen=True)
+class EvalStarted(Event):
+    eval_iters: int
+
+
+@dataclass(frozen=True)
+class EvalProgress(Event):
+    done: int  # batches evaluated so far, both splits together
+    total: int
+
+
+@dataclass(frozen=True)
+class EvalDone(Event):
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    best_iter: int
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class SampleGenerated(Event):
+    text: str
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    path: str
+    reason: str  # "eval", "request", "stop", "finish"
+    also_best: bool
+
+
+@dataclass(frozen=True)
+class CheckpointFailed(Event):
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Warning(Event):  # noqa: A001 - an event name, in its own namespace
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    best_val_loss: float
+    best_iter: int
+    stopped: bool  # True when stopped early by request or signal
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    error: str
+
+
+_KINDS: dict[type, str] = {
+    RunStarted: "start",
+    StepsDone: "steps",
+    EvalStarted: "eval_start",
+    EvalProgress: "eval_progress",
+    EvalDone: "eval",
+    SampleGenerated: "sample",
+    CheckpointSaved: "checkpoint",
+    CheckpointFailed: "checkpoint_failed",
+    Paused: "pause",
+    Resumed: "resume",
+    Warning: "warning",
+    Finished: "finished",
+    Failed: "failed",
+}

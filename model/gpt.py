@@ -1,0 +1,256 @@
+"""The character-level GPT of the seed: token + position embeddings, pre-LayerNorm blocks of
+causal multi-head self-attention and a ReLU feed-forward network, a final LayerNorm and a
+linear head. Names follow the seed (Head, MultiHeadAttention, FeedForward, Block); the seed's
+language model class is GPT here.
+
+Two things differ from the seed's straightforward code, neither changes what is computed
+beyond float rounding:
+- MultiHeadAttention computes every head at once (one matmul for the queries, keys and values
+  of all heads, then PyTorch's scaled_dot_product_attention). Head stays as the readable
+  one-head reference; a test shows that the two agree for the same weights.
+- Generation keeps a cache of keys and values while the context fits in block_size, so each
+  new character costs one position instead of the whole context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .config import GPTConfig
+
+
+class Head(nn.Module):
+    """One head of causal self-attention, exactly as the seed writes it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        head_size = config.head_size
+        self.key = nn.Linear(config.n_embed, head_size, bias=False)
+        self.query = nn.Linear(config.n_embed, head_size, bias=False)
+        self.value = nn.Linear(config.n_embed, head_size, bias=False)
+        self.register_buffer("tril", torch.tril(torch.ones(config.block_size, config.block_size)))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, T, _ = x.shape
+        k, q, v = self.key(x), self.query(x), self.value(x)  # (B, T, hs)
+        scores = q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5  # (B, T, T)
+        scores = scores.masked_fill(self.tril[:T, :T] == 0, float("-inf"))
+        weights = self.dropout(F.softmax(scores, dim=-1))
+        return weights @ v  # (B, T, hs)
+
+
+class KVCache:
+    """Keys and values of every layer for the positions generated so far (batch-first)."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (config.n_layers, batch_size, config.n_heads, config.block_size, config.head_size)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled, the same in every layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) after the cached positions; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+
+class MultiHeadAttention(nn.Module):
+    """All heads of causal self-attention side by side, then a linear projection."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.head_size = config.head_size
+        # Queries, keys and values of every head in one Linear: rows [0, C) are the queries of
+        # heads 0..nh-1 in order, [C, 2C) the keys, [2C, 3C) the values (see load_heads).
+        self.qkv = nn.Linear(config.n_embed, 3 * config.n_embed, bias=False)
+        self.proj = nn.Linear(config.n_embed, config.n_embed)
+        self.attn_dropout = config.dropout
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, self.head_size).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.head_size).transpose(1, 2)
+        causal = True
+        if cache is not None and cache.length > 0:
+            # Decoding one new position: it may look at every cached position, so no mask.
+            if T != 1:
+                raise ValueError("a filled KV cache takes one position at a time")
+            causal = False
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again: (B, T, C)
+        return self.dropout(self.proj(y))
+
+    @torch.no_grad()
+    def load_heads(self, heads: Sequence[Head]) -> None:
+        """Copy the weights of separate Heads into the fused projection (for tests and for
+        reading checkpoints written with one module per head)."""
+        if len(heads) != self.n_heads:
+            raise ValueError(f"expected {self.n_heads} heads, got {len(heads)}")
+        hs = self.head_size
+        C = self.n_heads * hs
+        for h, head in enumerate(heads):
+            for part, linear in enumerate((head.query, head.key, head.value)):
+                start = part * C + h * hs
+                self.qkv.weight[start : start + hs].copy_(linear.weight)
+
+
+class FeedForward(nn.Module):
+    """Linear to 4x the width, ReLU, Linear back, Dropout."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(config.n_embed, 4 * config.n_embed),
+            nn.ReLU(),
+            nn.Linear(4 * config.n_embed, config.n_embed),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: communication (attention), then computation (MLP)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.sa = MultiHeadAttention(config)
+        self.ffwd = FeedForward(config)
+        self.ln1 = nn.LayerNorm(config.n_embed)
+        self.ln2 = nn.LayerNorm(config.n_embed)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.sa(self.ln1(x), cache, layer)
+        return x + self.ffwd(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """The language model: forward(idx, targets) -> (logits, loss)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embed)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embed)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.n_embed)
+        self.lm_head = nn.Linear(config.n_embed, config.vocab_size)
+        # Small normal weights, as in the lecture's gpt.py: the first loss is then close to
+        # ln(vocab_size), i.e. the model starts out guessing uniformly.
+        self.apply(_init_weights)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self._logits(idx)  # (B, T, vocab)
+        if targets is None:
+            return logits, None
+        B, T, V = logits.shape
+        return logits, F.cross_entropy(logits.view(B * T, V), targets.reshape(B * T))
+
+    def _logits(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        _, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"context of {start + T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.token_embedding(idx) + self.position_embedding(pos)  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += T
+        if last_only:
+            x = x[:, -1:, :]
+        return self.lm_head(self.ln_f(x))
+
+    @torch.no_grad()
+    def generate_stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the next ids, (B,) at a time, for a context idx (B, T) of at least one id.
+
+        The context is cropped to the last block_size ids, as the seed does. While the whole
+        context fits, keys and values are cached; once it slides, every position moves and the
+        cropped window is recomputed, which gives the same result as without the cache.
+        """
+        if idx.shape[1] < 1:
+            raise ValueError("generation needs a context of at least one id")
+        block_size = self.config.block_size
+        cache = None
+        if use_cache and idx.shape[1] <= block_size:
+            params = next(self.parameters())
+            cache = KVCache(self.config, idx.shape[0], params.device, params.dtype)
+            logits = self._logits(idx, cache, last_only=True)
+        for _ in range(max_new_tokens):
+            if cache is None:
+                logits = self._logits(idx[:, -block_size:], last_only=True)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
+            idx = torch.cat((idx, next_id), dim=1)
+            yield next_id[:, 0]
+            if cache is not None:
+                if cache.length < block_size:
+                    logits = self._logits(next_id, cache, last_only=True)
+                else:
+                    cache = None  # the window slides from here on
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Context (B, T) in, context plus max_new_tokens sampled ids (B, T + n) out."""
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, generator, use_cache))
+        if not new:
+            return idx
+        return torch.cat((idx, torch.stack(new, dim=1)), dim=1)
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sample one id per row from logits (B, vocab); temperature 0 picks the most likely id."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

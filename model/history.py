@@ -1,0 +1,42 @@
+"""Bounded loss history for charts and checkpoints.
+
+A run of 100,000 steps must not keep 100,000 points in memory or in every checkpoint. When the
+history is full, neighbouring points are merged in pairs (their mean iteration and mean loss),
+so old stretches are kept at a coarser resolution and recent steps at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class LossHistory:
+    def __init__(self, max_points: int = 4000) -> None:
+        if max_points < 2:
+            raise ValueError("max_points must be at least 2")
+        self.max_points = max_points
+        self.iters: list[float] = []
+        self.losses: list[float] = []
+
+    def extend(self, iters: Iterable[float], losses: Iterable[float]) -> None:
+        for it, loss in zip(iters, losses):
+            self.iters.append(float(it))
+            self.losses.append(float(loss))
+            if len(self.iters) > self.max_points:
+                self._halve_older()
+
+    def _halve_older(self) -> None:
+        # Merge pairs in the older half; the newer half keeps full resolution.
+        half = len(self.iters) // 2
+        half -= half % 2
+        old_i, old_l = self.iters[:half], self.losses[:half]
+        merged_i = [(old_i[k] + old_i[k + 1]) / 2 for k in range(0, half, 2)]
+        merged_l = [(old_l[k] + old_l[k + 1]) / 2 for k in range(0, half, 2)]
+        self.iters = merged_i + self.iters[half:]
+        self.losses = merged_l + self.losses[half:]
+
+    def __len__(self) -> int:
+        return len(self.iters)
+
+    def pairs(self) -> tuple[tuple[float, float], ...]:
+        return tuple(zip(self.iters, self.losses))

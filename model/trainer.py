@@ -1,0 +1,489 @@
+"""The training loop of the seed, run by a Trainer that emits events and obeys controls.
+
+    trainer = Trainer(corpus, model_config, train_config, run_dir=RunDir("runs/x"))
+    trainer.add_listener(print)          # any callable taking an Event
+    result = trainer.run()               # blocks; run it in a thread to steer it
+
+Controls (pause, resume, request_save, request_eval, stop, snapshot) may be called from any
+thread; they are acted on between steps, so a checkpoint never lands mid-step. The trainer
+never prints and never waits on a listener: step events are batched to a few per second.
+
+Iteration numbering: ``iter`` counts the steps done. At each iteration the loop first does what
+is due there (evaluation at 0, every eval_interval and at max_iters; a sample every
+sample_interval; a checkpoint after each evaluation), then one step. A checkpoint taken at
+iteration N therefore holds everything due at N, and a run resumed from it starts with step N,
+computing what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from . import events as ev
+from .checkpoint import FORMAT_VERSION, save_checkpoint
+from .config import GPTConfig, TrainConfig
+from .data import Corpus
+from .device import autocast, check_dtype, choose_device, describe_device, flops_per_token
+from .gpt import GPT
+from .history import LossHistory
+from .rundir import RunDir
+
+Listener = Callable[[ev.Event], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class _StopNow(Exception):
+    """Raised inside an evaluation when a stop was requested, to abandon it."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str  # "finished", "stopped", "failed"
+    iter: int
+    best_val_loss: float
+    best_iter: int
+    error: str | None = None
+
+
+def lr_at(it: int, config: TrainConfig) -> float:
+    """Learning rate for step `it`: constant (the seed), or nanoGPT's warmup + cosine decay."""
+    if config.lr_schedule == "constant":
+        if config.warmup_iters and it < config.warmup_iters:
+            return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+        return config.learning_rate
+    if it < config.warmup_iters:
+        return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+    if it >= config.max_iters:
+        return config.min_lr
+    ratio = (it - config.warmup_iters) / max(1, config.max_iters - config.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return config.min_lr + coeff * (config.learning_rate - config.min_lr)
+
+
+def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
+    # As nanoGPT: weight decay on matrices and embeddings, none on biases and LayerNorm gains.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
+
+
+class Trainer:
+    def __init__(
+        self,
+        corpus: Corpus,
+        model_config: GPTConfig,
+        train_config: TrainConfig,
+        run_dir: RunDir | None = None,
+        resume: dict[str, Any] | None = None,
+        listeners: tuple[Listener, ...] = (),
+        event_interval_s: float = 0.25,
+    ) -> None:
+        model_config.validate()
+        train_config.validate()
+        if model_config.vocab_size != corpus.tokenizer.vocab_size:
+            raise ValueError("model vocab_size differs from the corpus vocabulary")
+        corpus.check_block_size(model_config.block_size)
+        self.corpus = corpus
+        self.model_config = model_config
+        self.config = train_config
+        self.run_dir = run_dir
+        self.listeners: list[Listener] = list(listeners)
+        self.event_interval_s = event_interval_s
+
+        self.device = choose_device(train_config.device)
+        check_dtype(train_config.dtype, self.device)
+        if train_config.threads:
+            torch.set_num_threads(train_config.threads)
+
+        torch.manual_seed(train_config.seed)  # model init and dropout
+        self.model = GPT(model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model, train_config)
+        # Separate generators for training batches, evaluation batches and samples: an extra
+        # evaluation or sample (a key press) never changes which batches training sees.
+        self.train_gen = torch.Generator().manual_seed(train_config.seed)
+        self.eval_gen = torch.Generator().manual_seed(train_config.seed + 1)
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(train_config.seed + 2)
+
+        self.iter = 0
+        self.best_val_loss = math.inf
+        self.best_iter = -1
+        self.step_history = LossHistory()
+        self.eval_history: list[tuple[int, float, float]] = []
+        self._elapsed_before = 0.0
+        self._resumed = resume is not None
+        if resume is not None:
+            self._restore(resume)
+
+        self._pause = threading.Event()
+        self._stop = threading.Event()
+        self._save_requested = threading.Event()
+        self._eval_requested = threading.Event()
+        self._wake = threading.Event()
+        self._snapshots: queue.SimpleQueue[Future[GPT]] = queue.SimpleQueue()
+        self._running = threading.Lock()
+        self._t0 = time.perf_counter()
+        self._pending_iters: list[int] = []
+        self._pending_losses: list[torch.Tensor] = []
+        self._pending_step_s = 0.0
+        self._last_flush = 0.0
+
+    # ---- controls: safe from any thread -----------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    def pause(self) -> None:
+        self._pause.set()
+        self._wake.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+        self._wake.set()
+
+    def request_save(self) -> None:
+        self._save_requested.set()
+        self._wake.set()
+
+    def request_eval(self) -> None:
+        self._eval_requested.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def snapshot(self) -> Future[GPT]:
+        """A copy of the model as it is now (eval mode), taken between steps.
+
+        For generating while training goes on. Resolves at once when the loop is not running.
+        """
+        future: Future[GPT] = Future()
+        if self._running.acquire(blocking=False):  # not training: copy right here
+            try:
+                future.set_result(self._copy_model())
+            finally:
+                self._running.release()
+        else:
+            self._snapshots.put(future)
+            self._wake.set()
+        return future
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        with self._running:
+            self._t0 = time.perf_counter()
+            try:
+                self._emit(self._started_event())
+                stopped = self._loop()
+            except Exception as exc:  # reported as an event; the caller decides what to do
+                self._flush_steps()
+                message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingDiverged) else str(exc)
+                self._emit(ev.Failed(self.iter, self._time_s(), message))
+                return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
+            finally:
+                self._serve_snapshots()
+            status = "stopped" if stopped else "finished"
+            self._emit(ev.Finished(self.iter, self._time_s(), self.best_val_loss, self.best_iter, stopped))
+            return RunResult(status, self.iter, self.best_val_loss, self.best_iter)
+
+    def _loop(self) -> bool:
+        """Train to max_iters. Returns True when stopped early."""
+        cfg = self.config
+        start = self.iter
+        while True:
+            it = self.iter
+            skip_due = self._resumed and it == start  # done before the checkpoint was taken
+            evaluated = False
+            if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_due:
+                if not self._evaluate_and_save(it, save=True):
+                    return self._stop_and_save()
+                evaluated = True
+            if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
+                self._sample(it)
+            if self._eval_requested.is_set() and not evaluated:
+                self._eval_requested.clear()
+                if not self._evaluate_and_save(it, save=False):
+                    return self._stop_and_save()
+            if self._save_requested.is_set():
+                self._save_requested.clear()
+                self._save(it, "request")
+            self._serve_snapshots()
+            if it >= cfg.max_iters:
+                self._flush_steps()
+                if self._save_requested.is_set():
+                    self._save_requested.clear()
+                    self._save(it, "request")
+                return False
+            if self._pause.is_set():
+                self._wait_while_paused(it)
+            if self._stop.is_set():
+                return self._stop_and_save()
+            self._step(it)
+            self.iter = it + 1
+            if time.perf_counter() - self._last_flush >= self.event_interval_s:
+                self._flush_steps()
+
+    def _step(self, it: int) -> None:
+        cfg = self.config
+        t = time.perf_counter()
+        lr = lr_at(it, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        xb, yb = self.corpus.get_batch("train", cfg.batch_size, self.model_config.block_size, self.train_gen)
+        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        with autocast(self.device, cfg.dtype):
+            _, loss = self.model(xb, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self._pending_iters.append(it + 1)
+        self._pending_losses.append(loss.detach())
+        self._pending_step_s += time.perf_counter() - t
+
+    def _flush_steps(self) -> None:
+        """Send the steps since the last flush as one StepsDone event."""
+        self._last_flush = time.perf_counter()
+        if not self._pending_iters:
+            return
+        losses = torch.stack(self._pending_losses).float().cpu().tolist()  # one sync for the batch
+        iters = tuple(self._pending_iters)
+        step_s = self._pending_step_s
+        self._pending_iters, self._pending_losses, self._pending_step_s = [], [], 0.0
+        self.step_history.extend(iters, losses)
+        tokens = len(iters) * self.config.batch_size * self.model_config.block_size
+        self._emit(ev.StepsDone(
+            iters[-1], self._time_s(), iters, tuple(losses), lr_at(iters[-1] - 1, self.config),
+            tokens / step_s if step_s > 0 else 0.0, 1000.0 * step_s / len(iters),
+        ))
+        bad = [(i, x) for i, x in zip(iters, losses) if not math.isfinite(x)]
+        if bad:
+            raise TrainingDiverged(f"the loss became {bad[0][1]} at step {bad[0][0]}; training stopped")
+
+    @torch.no_grad()
+    def estimate_loss(self, it: int) -> dict[str, float]:
+        """Mean loss over eval_iters random batches of each split, in eval mode (the seed's)."""
+        cfg = self.config
+        total = 2 * cfg.eval_iters
+        self._emit(ev.EvalStarted(it, self._time_s(), cfg.eval_iters))
+        self.model.eval()
+        last_report = time.perf_counter()
+        out: dict[str, float] = {}
+        try:
+            for s, split in enumerate(("train", "val")):
+                losses = torch.zeros(cfg.eval_iters)
+                for k in range(cfg.eval_iters):
+                    if self._stop.is_set():
+                        raise _StopNow
+                    x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen)
+                    with autocast(self.device, cfg.dtype):
+                        _, loss = self.model(x.to(self.device), y.to(self.device))
+                    losses[k] = loss.float().item()
+                    now = time.perf_counter()
+                    if now - last_report >= self.event_interval_s:
+                        last_report = now
+                        self._emit(ev.EvalProgress(it, self._time_s(), s * cfg.eval_iters + k + 1, total))
+                out[split] = losses.mean().item()
+        finally:
+            self.model.train()
+        return out
+
+    def _evaluate_and_save(self, it: int, save: bool) -> bool:
+        """Evaluate; on a scheduled evaluation also save ckpt.pt (and best.pt if it is the best).
+        Returns False if a stop request abandoned the evaluation."""
+        self._flush_steps()
+        try:
+            losses = self.estimate_loss(it)
+        except _StopNow:
+            return False
+        train_loss, val_loss = losses["train"], losses["val"]
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise TrainingDiverged(f"the evaluation loss became {val_loss} at step {it}; training stopped")
+        is_best = val_loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss, self.best_iter = val_loss, it
+        self.eval_history.append((it, train_loss, val_loss))
+        self._emit(ev.EvalDone(it, self._time_s(), train_loss, val_loss, self.best_val_loss, self.best_iter, is_best))
+        if save:
+            self._save(it, "eval", best=is_best)
+        return True
+
+    def _sample(self, it: int) -> None:
+        context = self.sample_context()
+        self.model.eval()
+        try:
+            ids = self.model.generate(context, self.config.sample_tokens, generator=self.sample_gen)
+        finally:
+            self.model.train()
+        text = self.corpus.tokenizer.decode(ids[0, context.shape[1]:].tolist())
+        self._emit(ev.SampleGenerated(it, self._time_s(), text))
+
+    def sample_context(self) -> torch.Tensor:
+        """One newline (when the vocabulary has it, else the first character): a neutral start."""
+        return torch.tensor([[self.corpus.tokenizer.start_id()]], dtype=torch.long, device=self.device)
+
+    def _wait_while_paused(self, it: int) -> None:
+        self._flush_steps()
+        self._emit(ev.Paused(it, self._time_s()))
+        paused_at = time.perf_counter()
+        while self._pause.is_set() and not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._eval_requested.is_set():
+                self._eval_requested.clear()
+                if not self._evaluate_and_save(it, save=False):
+                    break
+            if self._save_requested.is_set():
+                self._save_requested.clear()
+                self._save(it, "request")
+            self._serve_snapshots()
+        # time spent paused is not training time
+        self._t0 += time.perf_counter() - paused_at
+        if not self._stop.is_set():
+            self._emit(ev.Resumed(it, self._time_s()))
+
+    def _stop_and_save(self) -> bool:
+        self._flush_steps()
+        self._save(self.iter, "stop")
+        return True
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def _save(self, it: int, reason: str, best: bool = False) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir.ckpt_path
+        try:
+            save_checkpoint(self.checkpoint_state(it), path, also=self.run_dir.best_path if best else None)
+        except OSError as exc:  # a full disk or a vanished folder must not end the run
+            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), exc.strerror or str(exc)))
+            return
+        self._emit(ev.CheckpointSaved(it, self._time_s(), str(path), reason, best))
+
+    def checkpoint_state(self, it: int) -> dict[str, Any]:
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "train_batches": self.train_gen.get_state(),
+            "eval_batches": self.eval_gen.get_state(),
+            "samples": self.sample_gen.get_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "version": FORMAT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "model_config": asdict(self.model_config),
+            "train_config": asdict(self.config),
+            "vocab": "".join(self.corpus.tokenizer.chars),
+            "iter": it,
+            "best_val_loss": self.best_val_loss,
+            "best_iter": self.best_iter,
+            "elapsed_s": self._time_s(),
+            "rng": rng,
+            "history": {
+                "step_iters": torch.tensor(self.step_history.iters, dtype=torch.float64),
+                "step_losses": torch.tensor(self.step_history.losses, dtype=torch.float32),
+                "evals": torch.tensor(self.eval_history, dtype=torch.float64).reshape(-1, 3),
+            },
+            "corpus": {"name": self.corpus.name, "path": self.corpus.path, "n_chars": len(self.corpus)},
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # the new config's betas and decay win
+                group["betas"] = (self.config.beta1, self.config.beta2)
+        self.iter = int(state["iter"])
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        self.best_iter = int(state.get("best_iter", -1))
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        generators = {"train_batches": self.train_gen, "eval_batches": self.eval_gen, "samples": self.sample_gen}
+        for name, gen in generators.items():
+            if name in rng:
+                try:
+                    gen.set_state(rng[name])
+                except RuntimeError:  # a CUDA generator state read back on the CPU, say
+                    pass
+        history = state.get("history", {})
+        if "step_iters" in history:
+            self.step_history.extend(history["step_iters"].tolist(), history["step_losses"].tolist())
+        if "evals" in history:
+            self.eval_history = [(int(i), float(t), float(v)) for i, t, v in history["evals"].tolist()]
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _time_s(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._t0
+
+    def _copy_model(self) -> GPT:
+        model = copy.deepcopy(self.model)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def _serve_snapshots(self) -> None:
+        while True:
+            try:
+                future = self._snapshots.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_result(self._copy_model())
+
+    def _started_event(self) -> ev.RunStarted:
+        n_params = self.model.num_params()
+        return ev.RunStarted(
+            self.iter, self._time_s(), self.config.max_iters, n_params, self.model_config.vocab_size,
+            self.corpus.description, len(self.corpus), self.device.type, describe_device(self.device),
+            self.config.dtype, torch.get_num_threads(), torch.__version__,
+            str(self.run_dir.path) if self.run_dir else None, self._resumed,
+            flops_per_token(self.model_config, n_params),
+            asdict(self.model_config), asdict(self.config),
+            self.step_history.pairs(), tuple(self.eval_history),
+        )
+
+    def _emit(self, event: ev.Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a broken listener must not end the training
+                if isinstance(event, ev.Warning):
+                    continue
+                warning = ev.Warning(event.iter, event.time_s, str(exc) or type(exc).__name__)
+                for other in self.listeners:
+                    if other is not listener:
+                        try:
+                            other(warning)
+                        except Exception:
+                            pass

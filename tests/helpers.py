@@ -1,0 +1,43 @@
+"""Shared test helpers: a generated text and tiny configurations (no test needs ../shared)."""
+
+from __future__ import annotations
+
+import random
+
+from model.config import GPTConfig, TrainConfig
+from model.data import Corpus
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog to be or not that is question whether tis nobler "
+    "in mind suffer slings and arrows of outrageous fortune"
+).split()
+
+
+def make_text(n_chars: int = 20_000, seed: int = 0) -> str:
+    """Pseudo-English with some structure a tiny model can learn: words, commas, lines."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    size = 0
+    while size < n_chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+        line = line.capitalize() + rng.choice([",", ".", ";", ""])
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)[:n_chars]
+
+
+def tiny_configs(corpus: Corpus, **train: object) -> tuple[GPTConfig, TrainConfig]:
+    model = GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embed=32, n_layers=2, n_heads=4,
+                      dropout=0.1)
+    settings = dict(batch_size=8, max_iters=20, eval_interval=10, eval_iters=2, sample_interval=10, sample_tokens=20,
+                    device="cpu", threads=1)
+    settings.update(train)
+    return model, TrainConfig(**settings)
+
+
+# CLI flags for a tiny, fast run through the real entry point
+TINY_FLAGS = [
+    "--block-size", "16", "--n-embed", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "8",
+    "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--sample-interval", "10",
+    "--sample-tokens", "20", "--device", "cpu", "--threads", "1",
+]

@@ -1,0 +1,150 @@
+"""The real `chargpt-tui` entry point, run in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY_FLAGS, make_text
+
+from model.checkpoint import load_checkpoint
+from model.data import min_chars_for
+
+_script = Path(sys.executable).with_name("chargpt-tui")
+COMMAND = [str(_script)] if _script.exists() else [shutil.which("chargpt-tui") or "chargpt-tui"]
+
+
+def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("chargpt-tui")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    (root / "tiny.txt").write_text(make_text(), encoding="utf-8")
+    (root / "empty.txt").write_bytes(b"")
+    (root / "short.txt").write_text("to be or not to be\n", encoding="utf-8")
+    (root / "latin1.txt").write_bytes("naïve café".encode("latin-1"))
+    (root / "folder").mkdir()
+    (root / "a-file").write_text("x")
+    (root / "unicode.txt").write_text(make_text().replace("o", "ö").replace("e", "é"), encoding="utf-8")
+    return root
+
+
+BAD_INPUT = [
+    (["missing.txt"], ["missing.txt", "no such file"]),
+    (["folder"], ["directory"]),
+    (["empty.txt"], ["empty"]),
+    (["short.txt", "--block-size", "16"], [f"at least {min_chars_for(16)}", "--block-size"]),
+    (["latin1.txt"], ["not UTF-8", "offset 2"]),
+    (["tiny.txt", "--n-embed", "30", "--n-heads", "4"], ["divisible"]),
+    (["tiny.txt", "--batch-size", "0"], ["--batch-size", "positive"]),
+    (["tiny.txt", "--block-size", "-3"], ["--block-size"]),
+    (["tiny.txt", "--n-layers", "two"], ["--n-layers", "'two'"]),
+    (["tiny.txt", "--max-iters", "0"], ["--max-iters"]),
+    (["tiny.txt", "--learning-rate", "-1e-3"], ["--learning-rate"]),
+    (["tiny.txt", "--dropout", "1.0"], ["--dropout", "[0, 1)"]),
+    (["tiny.txt", "--dropout", "-0.1"], ["--dropout"]),
+    (["tiny.txt", "--preset", "huge"], ["--preset"]),
+    (["tiny.txt", "--device", "tpu"], ["--device"]),
+    (["tiny.txt", "--out-dir", "a-file"], ["a-file", "not a directory"]),
+    (["tiny.txt", "--resume", "missing.pt"], ["missing.pt", "no such file"]),
+    (["tiny.txt", "--resume", "tiny.txt"], ["tiny.txt"]),
+    (["tiny.txt", "--no-such-flag"], ["--no-such-flag"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(workdir: Path, args: list[str], fragments: list[str]) -> None:
+    before = sorted(p.name for p in workdir.iterdir())
+    result = run([*args, "--headless"], workdir)
+    assert_usage_error(result, *fragments)
+    assert sorted(p.name for p in workdir.iterdir()) == before  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_where_there_is_none(workdir: Path) -> None:
+    assert_usage_error(run(["tiny.txt", "--device", "cuda", "--headless"], workdir), "CUDA is not available")
+
+
+def test_train_resume_and_sample(workdir: Path) -> None:
+    out = workdir / "run1"
+    result = run(["tiny.txt", *TINY_FLAGS, "--out-dir", str(out)], workdir)  # stdout is a pipe: headless
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for step in (0, 10, 20):
+        assert any(line.startswith(f"step {step}: train loss ") and ", val loss " in line for line in lines)
+    assert "tokens/s" in result.stdout
+    assert {p.name for p in out.iterdir()} >= {"config.json", "metrics.jsonl", "ckpt.pt", "best.pt"}
+    assert load_checkpoint(out / "ckpt.pt")["iter"] == 20
+
+    # resuming needs a larger --max-iters, then continues the count from 20
+    assert_usage_error(run(["tiny.txt", "--resume", str(out / "ckpt.pt"), "--headless"], workdir), "--max-iters")
+    assert_usage_error(run(["tiny.txt", "--resume", str(out / "ckpt.pt"), "--n-embed", "64"], workdir), "--n-embed")
+    result = run(["--resume", str(out / "ckpt.pt"), "--max-iters", "30", "--headless"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "resuming at step 20" in result.stdout
+    assert "step 30: train loss" in result.stdout and "step 20:" not in result.stdout
+    assert load_checkpoint(out / "ckpt.pt")["iter"] == 30
+
+    # the text must be encodable with the checkpoint's vocabulary
+    assert_usage_error(
+        run(["unicode.txt", "--resume", str(out / "ckpt.pt"), "--max-iters", "40", "--headless"], workdir),
+        "not in the vocabulary", "'é'",
+    )
+
+    result = run(["sample", str(out / "best.pt"), "--prompt", "The ", "--max-new-tokens", "50", "--seed", "3"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("The ") and len(result.stdout.rstrip("\n")) == 54
+    again = run(["sample", str(out / "best.pt"), "--prompt", "The ", "--max-new-tokens", "50", "--seed", "3"], workdir)
+    assert again.stdout == result.stdout
+    top1 = run(["sample", str(out / "best.pt"), "--max-new-tokens", "20", "--top-k", "1"], workdir)
+    assert top1.returncode == 0 and len(top1.stdout.rstrip("\n")) == 20
+
+    assert_usage_error(run(["sample", str(out / "best.pt"), "--prompt", "Zß€"], workdir), "'€'", "'ß'")
+    assert_usage_error(run(["sample", "missing.pt"], workdir), "no such file")
+    assert_usage_error(run(["sample", str(out / "best.pt"), "--temperature", "-1"], workdir), "--temperature")
+
+
+def test_no_text_uses_the_builtin_corpus(workdir: Path) -> None:
+    out = workdir / "builtin"
+    result = run([*TINY_FLAGS, "--max-iters", "2", "--eval-interval", "2", "--out-dir", str(out)], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "built-in corpus" in result.stderr and "standard library" in result.stderr
+    assert load_checkpoint(out / "ckpt.pt")["corpus"]["name"] == "python-stdlib"
+
+
+def test_sigint_saves_and_exits_130(workdir: Path) -> None:
+    out = workdir / "interrupted"
+    proc = subprocess.Popen(
+        [*COMMAND, "tiny.txt", *TINY_FLAGS, "--max-iters", "1000000", "--eval-interval", "50",
+         "--out-dir", str(out), "--headless"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("step 50:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "Traceback" not in err
+    assert load_checkpoint(out / "ckpt.pt")["iter"] >= 50
