@@ -225,7 +225,7 @@ def train_command(args: argparse.Namespace) -> int:
             return run_headless(trainer)
         from .app import run_app
 
-        return run_app(trainer)
+        return run_app(trainer, args.preset or ("resumed" if args.resume else "seed"))
     finally:
         metrics.close()
 

@@ -6,6 +6,7 @@ import os
 import platform
 import resource
 import sys
+import time
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -86,3 +87,43 @@ def flops_per_token(config: GPTConfig, n_params: int) -> float:
     """Training FLOPs per token (forward + backward), as in the PaLM paper and nanoGPT:
     6 per parameter plus the attention scores and weighted sums, 12 * layers * width * context."""
     return 6.0 * n_params + 12.0 * config.n_layers * config.n_embed * config.block_size
+
+
+# Dense peak FLOP/s of common GPUs from their data sheets: (bfloat16 tensor cores, float32/TF32).
+_GPU_PEAKS = {
+    "H200": (989e12, 494e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12), "L40S": (362e12, 183e12),
+    "L4": (121e12, 60e12), "A10": (125e12, 62.5e12), "4090": (165e12, 82.6e12), "3090": (71e12, 35.6e12),
+    "V100": (125e12, 15.7e12), "T4": (65e12, 8.1e12),
+}
+
+
+def peak_flops(device: torch.device, dtype: str) -> tuple[float, str]:
+    """The peak FLOP/s that MFU is measured against, and where the figure comes from.
+
+    For known GPUs: the data sheet. Elsewhere (CPUs, Apple): measured here, as the rate of a
+    1024 x 1024 matrix multiplication in the training dtype, which is what this machine can
+    really sustain, so MFU on a CPU reads as "share of the best matmul speed".
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (bf16, fp32) in _GPU_PEAKS.items():
+            if key in name:
+                return (bf16 if dtype == "bfloat16" else fp32), f"{key} data sheet"
+    return measure_matmul_flops(device, dtype), "measured matmul"
+
+
+def measure_matmul_flops(device: torch.device, dtype: str, size: int = 1024, repeats: int = 12) -> float:
+    """The best rate of `repeats` size x size matmuls: the best run, not the mean, because other
+    work on the machine (the app starting up, say) only ever makes a run slower."""
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=torch_dtype)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype)
+    a @ b  # warm up kernels and caches
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best

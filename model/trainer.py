@@ -161,12 +161,16 @@ class Trainer:
         self._wake.set()
 
     def request_save(self) -> None:
-        self._save_requested.set()
-        self._wake.set()
+        """Save ckpt.pt at the next step boundary; at once (in this thread) when not training."""
+        if not self._run_if_idle(lambda: self._save(self.iter, "request")):
+            self._save_requested.set()
+            self._wake.set()
 
     def request_eval(self) -> None:
-        self._eval_requested.set()
-        self._wake.set()
+        """Evaluate at the next step boundary; at once (in this thread) when not training."""
+        if not self._run_if_idle(lambda: self._evaluate_and_save(self.iter, save=False)):
+            self._eval_requested.set()
+            self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -182,15 +186,27 @@ class Trainer:
         For generating while training goes on. Resolves at once when the loop is not running.
         """
         future: Future[GPT] = Future()
-        if self._running.acquire(blocking=False):  # not training: copy right here
-            try:
-                future.set_result(self._copy_model())
-            finally:
-                self._running.release()
-        else:
+        if not self._run_if_idle(lambda: future.set_result(self._copy_model())):
             self._snapshots.put(future)
             self._wake.set()
         return future
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait for a running loop to end (after stop(), say). True if it is not running now."""
+        if not self._running.acquire(timeout=timeout):
+            return False
+        self._running.release()
+        return True
+
+    def _run_if_idle(self, work: Callable[[], object]) -> bool:
+        """Do work now if the loop is not running (before or after training); else return False."""
+        if not self._running.acquire(blocking=False):
+            return False
+        try:
+            work()
+        finally:
+            self._running.release()
+        return True
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:

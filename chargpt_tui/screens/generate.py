@@ -1,0 +1,127 @@
+"""The generation prompt: text streams from a snapshot of the model while training goes on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import torch
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Log, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from model.gpt import GPT
+from model.tokenizer import CharTokenizer
+
+
+class GenerateScreen(ModalScreen[None]):
+    """Enter generates; Esc stops and closes."""
+
+    BINDINGS = [Binding("escape", "close", "Stop and close")]
+
+    class TextGenerated(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, snapshot: Callable[[], Future[GPT]], tokenizer: CharTokenizer, seed: int = 1337) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.generated = ""  # everything streamed by the latest generation (tests read it)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="generate-dialog"):
+            yield Label("[b]Generate[/b] from the model as it is now", id="generate-title")
+            yield Input(placeholder="prompt (empty: start from a newline)", id="prompt")
+            with Horizontal(id="generate-options"):
+                yield Label("tokens")
+                yield Input("300", type="integer", id="max-tokens", max_length=6)
+                yield Label("temp")
+                yield Input("0.8", type="number", id="temperature", max_length=6)
+                yield Label("top-k")
+                yield Input("", type="integer", id="top-k", placeholder="all", max_length=6)
+            yield Static("", id="generate-problem")
+            yield Log(id="generate-output", auto_scroll=True)
+            yield Static("[dim]Enter generates · Esc stops and closes[/dim]", id="generate-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    @on(Input.Changed, "#prompt")
+    def _check_prompt(self, event: Input.Changed) -> None:
+        self._show_problem(self._prompt_problem(event.value))
+
+    def _prompt_problem(self, prompt: str) -> str:
+        unknown = self.tokenizer.unknown_chars(prompt)
+        if unknown:
+            return "not in the vocabulary: " + " ".join(repr(c) for c in unknown)
+        return ""
+
+    def _show_problem(self, problem: str) -> None:
+        self.query_one("#generate-problem", Static).update(f"[b red]{problem}[/]" if problem else "")
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        prompt = self.query_one("#prompt", Input).value
+        problem = self._prompt_problem(prompt)
+        try:
+            max_tokens = int(self.query_one("#max-tokens", Input).value or "300")
+            temperature = float(self.query_one("#temperature", Input).value or "1.0")
+            top_k_text = self.query_one("#top-k", Input).value
+            top_k = int(top_k_text) if top_k_text else None
+        except ValueError:
+            problem = problem or "tokens, temperature and top-k must be numbers"
+        else:
+            if max_tokens <= 0 or temperature < 0 or (top_k is not None and top_k <= 0):
+                problem = problem or "tokens and top-k must be positive, temperature 0 or more"
+        self._show_problem(problem)
+        if problem:
+            return
+        output = self.query_one("#generate-output", Log)
+        output.clear()
+        output.write(prompt)
+        self.generated = ""
+        self.generate(prompt, max_tokens, temperature, top_k)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
+    def generate(self, prompt: str, max_tokens: int, temperature: float, top_k: int | None) -> None:
+        worker = get_current_worker()
+        model = self.snapshot().result()  # a copy of the weights, taken between training steps
+        device = next(model.parameters()).device
+        ids = self.tokenizer.encode(prompt) if prompt else [self.tokenizer.start_id()]
+        context = torch.tensor([ids], dtype=torch.long, device=device)
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.seed += 1  # a new text each time Enter is pressed
+        chars = self.tokenizer.chars
+        pending: list[str] = []
+        last_post = time.monotonic()
+        for next_id in model.generate_stream(context, max_tokens, temperature, top_k, generator):
+            if worker.is_cancelled:
+                return
+            pending.append(chars[int(next_id[0])])
+            now = time.monotonic()
+            if now - last_post >= 0.03:  # stream in small chunks, ~30 a second
+                self.post_message(self.TextGenerated("".join(pending)))
+                pending, last_post = [], now
+        if pending:
+            self.post_message(self.TextGenerated("".join(pending)))
+
+    def on_generate_screen_text_generated(self, message: TextGenerated) -> None:
+        self.generated += message.text
+        self.query_one("#generate-output", Log).write(message.text)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self._show_problem(f"generation failed: {event.worker.error}")
+
+    def action_close(self) -> None:
+        self.workers.cancel_group(self, "generate")
+        self.dismiss(None)

@@ -1,0 +1,50 @@
+"""Where the model runs and how fast: device, dtype, threads, memory, tokens/s, MFU, lr."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.widget import Widget
+
+from chargpt_tui.format import si
+
+
+class DevicePanel(Widget):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.device_name = "…"
+        self.dtype = ""
+        self.threads = 0
+        self.torch_version = ""
+        self.memory = ""
+        self.tokens_per_s = 0.0
+        self.ms_per_step = 0.0
+        self.mfu: float | None = None
+        self.lr = 0.0
+
+    def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str) -> None:
+        self.device_name, self.dtype, self.threads, self.torch_version = device_name, dtype, threads, torch_version
+        self.refresh()
+
+    def set_throughput(self, tokens_per_s: float, ms_per_step: float, lr: float, mfu: float | None) -> None:
+        self.tokens_per_s, self.ms_per_step, self.lr, self.mfu = tokens_per_s, ms_per_step, lr, mfu
+        self.refresh()
+
+    def set_memory(self, memory: str) -> None:
+        if memory != self.memory:
+            self.memory = memory
+            self.refresh()
+
+    def render(self) -> Table:
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="dim", no_wrap=True, min_width=6)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        table.add_row("device", Text(self.device_name, overflow="ellipsis", no_wrap=True))
+        table.add_row("dtype", f"{self.dtype} · {self.threads} threads" if self.dtype else "")
+        table.add_row("torch", self.torch_version)
+        table.add_row("memory", self.memory)
+        speed = f"{si(self.tokens_per_s)} tok/s · {self.ms_per_step:.0f} ms/step" if self.ms_per_step else ""
+        table.add_row("speed", speed)
+        mfu = f"{100 * self.mfu:.1f}%" if self.mfu is not None else "–"
+        table.add_row("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu)
+        return table

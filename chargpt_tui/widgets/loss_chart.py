@@ -1,0 +1,106 @@
+"""Training loss per step (raw and smoothed) and validation loss per evaluation, over iterations."""
+
+from __future__ import annotations
+
+import math
+
+from textual_plotext import PlotextPlot
+
+from model.history import LossHistory
+
+
+class SmoothedLoss:
+    """An exponential moving average with Adam's bias correction: without it the average starts
+    at 0 and creeps up, so the first hundred steps would read far too low."""
+
+    def __init__(self, beta: float = 0.95) -> None:
+        self.beta = beta
+        self._average = 0.0
+        self._count = 0
+
+    def add(self, value: float) -> float:
+        self._count += 1
+        self._average = self.beta * self._average + (1 - self.beta) * value
+        return self._average / (1 - self.beta**self._count)
+
+
+class LossChart(PlotextPlot):
+    """Redraws at most every `redraw_interval_s`, and only when new points arrived."""
+
+    def __init__(self, redraw_interval_s: float = 0.5, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.redraw_interval_s = redraw_interval_s
+        self.raw = LossHistory(max_points=4000)
+        self.smooth = LossHistory(max_points=4000)
+        self._smoother = SmoothedLoss()
+        self.evals: list[tuple[int, float, float]] = []  # (iter, train, val)
+        self.log_scale = False
+        self.redraws = 0  # how often the plot was rebuilt (tests and diagnostics)
+        self._dirty = True
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(self.redraw_interval_s, self._redraw_if_dirty)
+        self._replot()
+
+    # ---- data in -------------------------------------------------------------------------------
+    def add_steps(self, iters: tuple[int, ...] | list[float], losses: tuple[float, ...] | list[float]) -> None:
+        finite = [(i, x) for i, x in zip(iters, losses) if math.isfinite(x)]
+        self.raw.extend((i for i, _ in finite), (x for _, x in finite))
+        self.smooth.extend((i for i, _ in finite), (self._smoother.add(x) for _, x in finite))
+        self._dirty = bool(finite) or self._dirty
+
+    def add_eval(self, it: int, train_loss: float, val_loss: float) -> None:
+        self.evals.append((it, train_loss, val_loss))
+        self._dirty = True
+
+    def toggle_log_scale(self) -> bool:
+        self.log_scale = not self.log_scale
+        self._dirty = True
+        self._redraw_if_dirty()
+        return self.log_scale
+
+    @property
+    def points(self) -> int:
+        return len(self.raw) + len(self.evals)
+
+    # ---- drawing -------------------------------------------------------------------------------
+    def _redraw_if_dirty(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._replot()
+
+    def _replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.yscale("log" if self.log_scale else "linear")
+        width = max(10, self.size.width)
+        last_iter = 0.0
+        if len(self.raw):
+            step = max(1, len(self.raw) // (2 * width))  # braille: two dots a column is enough
+            plt.plot(self.raw.iters[::step], self.raw.losses[::step], marker="braille", color="gray")
+            plt.plot(self.smooth.iters[::step], self.smooth.losses[::step], marker="braille", color="cyan")
+            last_iter = self.raw.iters[-1]
+        legend = "[gray]train[/] [cyan]smoothed[/]"
+        if self.evals:
+            plt.plot([e[0] for e in self.evals], [e[2] for e in self.evals], marker="dot", color="orange")
+            best = min(self.evals, key=lambda e: e[2])
+            plt.scatter([best[0]], [best[2]], marker="x", color="red")
+            legend += f" [orange1]val[/] [red]x best {best[2]:.3f} @{best[0]:,}[/]"
+            last_iter = max(last_iter, self.evals[-1][0])
+        if last_iter > 0:
+            ticks = _nice_ticks(last_iter, max(2, width // 12))
+            plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
+        self.border_title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
+        self.border_subtitle = "iteration"
+        self.redraws += 1
+        self.refresh()
+
+
+def _nice_ticks(top: float, most: int) -> list[float]:
+    """Round-numbered ticks from 0 to top: steps of 1, 2 or 5 times a power of ten."""
+    raw = top / most
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(int(top // step) + 1)]

@@ -1,0 +1,85 @@
+"""Iteration / max iterations, elapsed time and ETA.
+
+The ETA counts the remaining steps at the recent step time (an average with bias correction, fed
+only by step times, never by evaluations or pauses) plus the remaining evaluations at the last
+evaluation's duration, so it does not jump when an evaluation starts or ends.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import ProgressBar, Static
+
+from chargpt_tui.format import duration
+
+
+class ProgressPanel(Widget):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.iter = 0
+        self.max_iters = 1
+        self.eval_interval = 1
+        self.elapsed_s = 0.0
+        self._elapsed_at = time.monotonic()
+        self.running = False
+        self._step_s = 0.0  # smoothed seconds per step
+        self._step_weight = 0.0
+        self.eval_s = 0.0
+        self._eval_fraction_left = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield ProgressBar(total=1, show_eta=False, show_percentage=True, id="bar")
+        yield Static(id="figures")
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._show)  # the clock ticks even between events
+
+    def set_run(self, it: int, max_iters: int, eval_interval: int, elapsed_s: float) -> None:
+        self.iter, self.max_iters, self.eval_interval = it, max_iters, eval_interval
+        self.set_elapsed(elapsed_s)
+
+    def set_elapsed(self, elapsed_s: float) -> None:
+        self.elapsed_s, self._elapsed_at = elapsed_s, time.monotonic()
+        self._show()
+
+    def add_steps(self, it: int, n_steps: int, ms_per_step: float, elapsed_s: float) -> None:
+        self.iter = it
+        beta = 0.7
+        self._step_s = beta * self._step_s + (1 - beta) * ms_per_step / 1000.0
+        self._step_weight = beta * self._step_weight + (1 - beta)
+        self.set_elapsed(elapsed_s)
+
+    def set_eval_progress(self, fraction_left: float) -> None:
+        self._eval_fraction_left = fraction_left
+
+    def eval_finished(self, eval_s: float) -> None:
+        self.eval_s = eval_s
+        self._eval_fraction_left = 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self._step_weight == 0:
+            return None
+        steps_left = max(0, self.max_iters - self.iter)
+        evals_left = steps_left // self.eval_interval + (1 if self.max_iters % self.eval_interval else 0)
+        evals_left = evals_left if steps_left else 0
+        step_s = self._step_s / self._step_weight
+        return steps_left * step_s + (evals_left + self._eval_fraction_left) * self.eval_s
+
+    def _show(self) -> None:
+        if not self.is_mounted:
+            return
+        elapsed = self.elapsed_s + (time.monotonic() - self._elapsed_at if self.running else 0.0)
+        self.query_one(ProgressBar).update(total=self.max_iters, progress=self.iter)
+        eta = self.eta_s
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="dim", no_wrap=True, min_width=4)
+        table.add_column()
+        table.add_row("step", f"{self.iter:,} / {self.max_iters:,}")
+        eta_text = duration(eta) if eta is not None and self.iter < self.max_iters else "--:--"
+        table.add_row("time", f"{duration(elapsed)} elapsed, ETA {eta_text}")
+        self.query_one("#figures", Static).update(table)
