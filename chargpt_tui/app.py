@@ -97,6 +97,9 @@ class ChargptApp(App[int]):
         self._install_signal_handlers()
         self.train()
 
+    def on_unmount(self) -> None:
+        self.trainer.stop()  # never leave the training thread running behind a closed app
+
     def _forward(self, event: ev.Event) -> None:
         # Called in the trainer's thread: hand the event over and return at once.
         self.post_message(TrainerReported(event))
@@ -133,6 +136,7 @@ class ChargptApp(App[int]):
         self._flops_per_token = e.flops_per_token
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset, e.device)
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version)
+        self._show_memory()
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config["eval_interval"]), e.time_s)
         self.progress.running = True
         if e.step_history:
@@ -323,6 +327,8 @@ class ChargptApp(App[int]):
 
     # ---- signals -------------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
+        if self.is_headless:  # under App.run_test: leave the test runner's signals alone
+            return
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if signum is None:

@@ -1,0 +1,188 @@
+"""The dashboard, driven with Textual's Pilot at 80x24 on a tiny model and a generated text."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import tiny_configs
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from chargpt_tui.app import ChargptApp
+from chargpt_tui.screens import GenerateScreen, HelpScreen
+from model.checkpoint import load_checkpoint
+from model.data import Corpus
+from model.rundir import RunDir
+from model.trainer import Trainer
+
+SIZE = (80, 24)
+
+
+async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Let the app process messages until condition holds (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.02)
+
+
+def make_app(corpus: Corpus, tmp_path: Path, **train: object) -> ChargptApp:
+    model_config, train_config = tiny_configs(corpus, **train)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.05)
+    return ChargptApp(trainer, preset="test")
+
+
+def rendered(widget: object) -> str:
+    console = Console(width=60, record=True, file=io.StringIO())
+    console.print(widget.render())  # type: ignore[attr-defined]
+    return console.export_text()
+
+
+def log_text(app: ChargptApp) -> str:
+    return "\n".join(line.text for line in app.messages.lines)
+
+
+async def test_panels_fill_and_the_chart_receives_points(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=40, eval_interval=20, sample_interval=20)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state == "finished")
+        await wait_for(pilot, lambda: app.chart.redraws >= 2)
+        assert len(app.chart.raw) == 40 and len(app.chart.evals) == 3
+        assert app.samples.latest_iter == 40
+        assert app.progress.iter == 40
+        assert app.device_panel.tokens_per_s > 0
+        device_text = rendered(app.device_panel)
+        assert "tok/s" in device_text and "float32" in device_text and "RSS" in device_text
+        assert "best val" in app.status.detail
+        # every panel is on screen at 80x24
+        for widget in (app.chart, app.device_panel, app.progress, app.samples, app.messages):
+            region = widget.region
+            assert region.width > 0 and region.height > 0
+            assert region.right <= SIZE[0] and region.bottom <= SIZE[1]
+
+
+async def test_pause_stops_training_and_resume_continues(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 3)
+        await pilot.press("p")
+        assert app.pause_requested
+        await wait_for(pilot, lambda: app.state == "paused")
+        paused_at = app.trainer.iter
+        # an evaluation while paused comes and goes; the step count does not move
+        evals = len(app.chart.evals)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: len(app.chart.evals) == evals + 1)
+        assert app.trainer.iter == paused_at and app.state == "paused"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.trainer.iter > paused_at + 2)
+        assert app.state == "training"
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.state == "paused")
+        app.trainer.stop()
+
+
+async def test_s_writes_a_checkpoint_that_loads(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 5)
+        ckpt.unlink()  # the evaluation at step 0 wrote one already
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "saved" in log_text(app) and ckpt.exists())
+        state = load_checkpoint(ckpt)
+        assert state["iter"] >= 5
+        app.trainer.stop()
+
+
+async def test_g_streams_generated_text_into_the_modal(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 2)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        screen = app.screen
+        assert isinstance(screen, GenerateScreen)
+        await pilot.press("T", "h", "e", " ")
+        screen.query_one("#max-tokens", Input).value = "40"
+        screen.query_one("#prompt", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.generated) == 40)
+        assert set(screen.generated) <= set(corpus.tokenizer.chars)
+        assert app.trainer.iter > 2  # training went on
+        # characters outside the vocabulary are pointed out, not crashed on
+        screen.query_one("#prompt", Input).value = "The €"
+        problem = screen.query_one("#generate-problem")
+        await wait_for(pilot, lambda: "not in the vocabulary: '€'" in str(problem.render()))
+        await pilot.press("enter")
+        assert len(screen.generated) == 40  # refused: nothing new was started
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
+        app.trainer.stop()
+
+
+async def test_q_saves_and_exits(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 5)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.result is not None)
+    assert app.return_value == 0
+    assert app.result is not None and app.result.status == "stopped"
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == app.result.iter
+
+
+async def test_finished_app_stays_usable(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=10, eval_interval=10)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state == "finished")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        screen = app.screen
+        await pilot.press("a", "enter")
+        await wait_for(pilot, lambda: len(screen.generated) == 300)
+        await pilot.press("escape")
+        (tmp_path / "run" / "ckpt.pt").unlink()
+        await pilot.press("s")
+        await wait_for(pilot, lambda: (tmp_path / "run" / "ckpt.pt").exists())
+        assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 10
+        await pilot.press("l")
+        assert app.chart.log_scale
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+async def test_resume_redraws_the_chart_history(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10)
+    first = RunDir(tmp_path / "first")
+    first.prepare()
+    Trainer(corpus, model_config, train_config, run_dir=first).run()
+    state = load_checkpoint(first.ckpt_path)
+    train_config = type(train_config)(**{**train_config.__dict__, "max_iters": 30})
+    trainer = Trainer(corpus, model_config, train_config, run_dir=first, resume=state)
+    app = ChargptApp(trainer)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state == "finished")
+        assert [e[0] for e in app.chart.evals] == [0, 10, 20, 30]
+        assert len(app.chart.raw) == 30
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+async def test_layout_fits(corpus: Corpus, tmp_path: Path, size: tuple[int, int]) -> None:
+    app = make_app(corpus, tmp_path, max_iters=5, eval_interval=5)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.state == "finished")
+        assert app.chart.region.height >= 10 and app.samples.region.height >= 5
+        assert app.chart.region.width >= size[0] // 2
