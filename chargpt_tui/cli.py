@@ -205,7 +205,10 @@ def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state
 
 def train_command(args: argparse.Namespace) -> int:
     corpus, model_config, train_config, run_dir, resume_state = prepare_training(args)
+    from model.device import tune_malloc
     from model.trainer import Trainer
+
+    tune_malloc()
 
     trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state)
     run_dir.write_config({

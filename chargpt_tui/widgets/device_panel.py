@@ -27,8 +27,13 @@ class DevicePanel(Widget):
         self.refresh()
 
     def set_throughput(self, tokens_per_s: float, ms_per_step: float, lr: float, mfu: float | None) -> None:
+        shown = (si(self.tokens_per_s), round(self.ms_per_step), f"{self.lr:.1e}", self._mfu_text())
         self.tokens_per_s, self.ms_per_step, self.lr, self.mfu = tokens_per_s, ms_per_step, lr, mfu
-        self.refresh()
+        if shown != (si(tokens_per_s), round(ms_per_step), f"{lr:.1e}", self._mfu_text()):
+            self.refresh()  # only when what is on screen changes
+
+    def _mfu_text(self) -> str:
+        return f"{100 * self.mfu:.1f}%" if self.mfu is not None else "–"
 
     def set_memory(self, memory: str) -> None:
         if memory != self.memory:
@@ -45,6 +50,6 @@ class DevicePanel(Widget):
         table.add_row("memory", self.memory)
         speed = f"{si(self.tokens_per_s)} tok/s · {self.ms_per_step:.0f} ms/step" if self.ms_per_step else ""
         table.add_row("speed", speed)
-        mfu = f"{100 * self.mfu:.1f}%" if self.mfu is not None else "–"
+        mfu = self._mfu_text()
         table.add_row("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu)
         return table

@@ -40,6 +40,7 @@ class LossChart(PlotextPlot):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self.border_subtitle = "iteration"
         self.set_interval(self.redraw_interval_s, self._redraw_if_dirty)
         self._replot()
 
@@ -92,8 +93,9 @@ class LossChart(PlotextPlot):
         if last_iter > 0:
             ticks = _nice_ticks(last_iter, max(2, width // 12))
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
-        self.border_title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
-        self.border_subtitle = "iteration"
+        title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
+        if title != self.border_title:
+            self.border_title = title
         self.redraws += 1
         self.refresh()
 

@@ -3,16 +3,20 @@
 The ETA counts the remaining steps at the recent step time (an average with bias correction, fed
 only by step times, never by evaluations or pauses) plus the remaining evaluations at the last
 evaluation's duration, so it does not jump when an evaluation starts or ends.
+
+One widget drawn by render(), refreshed only when its text changes: updating child widgets
+(a ProgressBar and its percentage label) would make Textual lay the whole screen out again on
+every update, and that costs the training thread time.
 """
 
 from __future__ import annotations
 
 import time
 
+from rich.console import Group
+from rich.progress_bar import ProgressBar
 from rich.table import Table
-from textual.app import ComposeResult
 from textual.widget import Widget
-from textual.widgets import ProgressBar, Static
 
 from chargpt_tui.format import duration
 
@@ -26,17 +30,14 @@ class ProgressPanel(Widget):
         self.elapsed_s = 0.0
         self._elapsed_at = time.monotonic()
         self.running = False
-        self._step_s = 0.0  # smoothed seconds per step
+        self._step_s = 0.0  # smoothed seconds per step, before bias correction
         self._step_weight = 0.0
         self.eval_s = 0.0
         self._eval_fraction_left = 0.0
-
-    def compose(self) -> ComposeResult:
-        yield ProgressBar(total=1, show_eta=False, show_percentage=True, id="bar")
-        yield Static(id="figures")
+        self._shown: tuple[object, ...] = ()
 
     def on_mount(self) -> None:
-        self.set_interval(1.0, self._show)  # the clock ticks even between events
+        self.set_interval(1.0, self._refresh_if_changed)  # the clock ticks even between events
 
     def set_run(self, it: int, max_iters: int, eval_interval: int, elapsed_s: float) -> None:
         self.iter, self.max_iters, self.eval_interval = it, max_iters, eval_interval
@@ -44,7 +45,7 @@ class ProgressPanel(Widget):
 
     def set_elapsed(self, elapsed_s: float) -> None:
         self.elapsed_s, self._elapsed_at = elapsed_s, time.monotonic()
-        self._show()
+        self._refresh_if_changed()
 
     def add_steps(self, it: int, n_steps: int, ms_per_step: float, elapsed_s: float) -> None:
         self.iter = it
@@ -65,21 +66,28 @@ class ProgressPanel(Widget):
         if self._step_weight == 0:
             return None
         steps_left = max(0, self.max_iters - self.iter)
+        if not steps_left:
+            return 0.0
         evals_left = steps_left // self.eval_interval + (1 if self.max_iters % self.eval_interval else 0)
-        evals_left = evals_left if steps_left else 0
         step_s = self._step_s / self._step_weight
         return steps_left * step_s + (evals_left + self._eval_fraction_left) * self.eval_s
 
-    def _show(self) -> None:
-        if not self.is_mounted:
-            return
+    def _texts(self) -> tuple[int, int, str, str]:
         elapsed = self.elapsed_s + (time.monotonic() - self._elapsed_at if self.running else 0.0)
-        self.query_one(ProgressBar).update(total=self.max_iters, progress=self.iter)
         eta = self.eta_s
+        eta_text = duration(eta) if eta is not None and self.iter < self.max_iters else "--:--"
+        return self.iter, self.max_iters, duration(elapsed), eta_text
+
+    def _refresh_if_changed(self) -> None:
+        if self._texts() != self._shown:
+            self.refresh()
+
+    def render(self) -> Group:
+        self._shown = self._texts()
+        it, max_iters, elapsed, eta = self._shown
         table = Table.grid(padding=(0, 1))
         table.add_column(style="dim", no_wrap=True, min_width=4)
-        table.add_column()
-        table.add_row("step", f"{self.iter:,} / {self.max_iters:,}")
-        eta_text = duration(eta) if eta is not None and self.iter < self.max_iters else "--:--"
-        table.add_row("time", f"{duration(elapsed)} elapsed, ETA {eta_text}")
-        self.query_one("#figures", Static).update(table)
+        table.add_column(no_wrap=True)
+        table.add_row("step", f"{it:,} / {max_iters:,}  ({100 * it / max(1, max_iters):.0f}%)")
+        table.add_row("time", f"{elapsed} elapsed, ETA {eta}")
+        return Group(ProgressBar(total=max_iters, completed=it), table)
