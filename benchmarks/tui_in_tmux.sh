@@ -36,6 +36,14 @@ wait_for_screen() {  # pattern, timeout seconds
   done
 }
 
+wait_gone() {  # pattern, timeout seconds
+  local deadline=$((SECONDS + $2))
+  while tmux capture-pane -p -t bench | grep -q -- "$1"; do
+    [ $SECONDS -lt $deadline ] || { echo "timeout waiting for $1 to go" >&2; return 1; }
+    sleep 0.01
+  done
+}
+
 ms_until() {  # key, pattern: milliseconds from send-keys to the pattern on screen
   local start end
   start=$(date +%s%N)
@@ -74,7 +82,7 @@ for i in 1 2 3; do
   echo "resume key -> 'Pause' in footer: $(ms_until p 'space Pause') ms"
   echo "g -> generate modal: $(ms_until g 'Generate from the model') ms"
   tmux send-keys -t bench Escape
-  wait_for_screen "space Pause" 5
+  wait_gone "Generate from the model" 5
 done
 tmux send-keys -t bench q
 wait_for_screen "STOPPING\|finished at\|stopped at" 600 || true

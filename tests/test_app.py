@@ -62,6 +62,8 @@ async def test_panels_fill_and_the_chart_receives_points(corpus: Corpus, tmp_pat
         assert app.device_panel.tokens_per_s > 0
         device_text = rendered(app.device_panel)
         assert "tok/s" in device_text and "float32" in device_text and "RSS" in device_text
+        progress_text = rendered(app.progress)
+        assert "100%" in progress_text and "step 40 / 40" in progress_text and "elapsed" in progress_text
         assert "best val" in app.status.detail
         # every panel is on screen at 80x24
         for widget in (app.chart, app.device_panel, app.progress, app.samples, app.messages):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from textual.widget import Widget
@@ -82,12 +81,13 @@ class ProgressPanel(Widget):
         if self._texts() != self._shown:
             self.refresh()
 
-    def render(self) -> Group:
+    def render(self) -> Table:
         self._shown = self._texts()
         it, max_iters, elapsed, eta = self._shown
         table = Table.grid(padding=(0, 1))
         table.add_column(style="dim", no_wrap=True, min_width=4)
         table.add_column(no_wrap=True)
-        table.add_row("step", f"{it:,} / {max_iters:,}  ({100 * it / max(1, max_iters):.0f}%)")
+        table.add_row(f"{100 * it / max(1, max_iters):.0f}%", ProgressBar(total=max_iters, completed=it))
+        table.add_row("step", f"{it:,} / {max_iters:,}")
         table.add_row("time", f"{elapsed} elapsed, ETA {eta}")
-        return Group(ProgressBar(total=max_iters, completed=it), table)
+        return table
