@@ -28,11 +28,12 @@ print(round((i1 - i0) * cfg["train"]["batch_size"] * cfg["model"]["block_size"] 
 PY
 }
 
-wait_for_screen() {  # pattern, timeout seconds
+wait_for_screen() {  # pattern, timeout seconds, poll interval (default 0.01 s)
+  # Poll slowly while training is measured: each capture-pane costs CPU that training shares.
   local deadline=$((SECONDS + $2))
   until tmux capture-pane -p -t bench | grep -q -- "$1"; do
     [ $SECONDS -lt $deadline ] || { echo "timeout waiting for $1" >&2; return 1; }
-    sleep 0.01
+    sleep "${3:-0.01}"
   done
 }
 
@@ -58,8 +59,7 @@ for round in $(seq "$rounds"); do
   echo "round $round headless tokens/s: $(tokens_per_s "$work/headless-$round")"
   tmux kill-session -t bench 2>/dev/null || true
   tmux new-session -d -s bench -x 120 -y 40 "$cli $text ${flags[*]} --out-dir $work/tui-$round"
-  tmux pipe-pane -o -t bench "cat >> $work/tui-$round.bytes"
-  wait_for_screen "FINISHED" 3600
+  wait_for_screen "FINISHED" 3600 1
   echo "round $round tui tokens/s: $(tokens_per_s "$work/tui-$round")"
   tmux send-keys -t bench q
   sleep 1
@@ -68,7 +68,7 @@ done
 
 # Latency and bandwidth during a long run
 tmux new-session -d -s bench -x 120 -y 40 "$cli $text --max-iters 100000 --eval-interval 100000 --eval-iters 2 $* --out-dir $work/live"
-wait_for_screen "TRAINING" 120
+wait_for_screen "TRAINING" 120 0.5
 sleep 5
 : > "$work/live.bytes"
 tmux pipe-pane -o -t bench "cat >> $work/live.bytes"
