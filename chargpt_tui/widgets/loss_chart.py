@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from model.history import LossHistory
@@ -37,6 +38,8 @@ class LossChart(PlotextPlot):
         self.log_scale = False
         self.redraws = 0  # how often the plot was rebuilt (tests and diagnostics)
         self._dirty = True
+        self._render_key: tuple[object, ...] = ()
+        self._rendered: RenderResult = ""
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -66,6 +69,16 @@ class LossChart(PlotextPlot):
         return len(self.raw) + len(self.evals)
 
     # ---- drawing -------------------------------------------------------------------------------
+    def render(self) -> RenderResult:
+        # PlotextPlot.render rebuilds the whole figure each time it is called, also when nothing
+        # changed (a modal opening over the dashboard repaints it). Rebuild only for new data,
+        # a new size or a new theme.
+        key = (self.redraws, self.size, self.app.theme)
+        if key != self._render_key:
+            self._render_key = key
+            self._rendered = super().render()
+        return self._rendered
+
     def _redraw_if_dirty(self) -> None:
         if self._dirty:
             self._dirty = False
