@@ -221,8 +221,8 @@ class ChargptApp(App[int]):
     # ---- state shown in the status bar ---------------------------------------------------------------
     def watch_state(self, state: str) -> None:
         self.status.state = state
-        if state in ("training", "paused"):
-            self.status.detail = self.status.detail if state == "paused" else ""
+        if state == "training":
+            self.status.detail = ""
 
     def _set_busy(self, busy: str | None, detail: str = "") -> None:
         """Show evaluating/saving, or fall back to what the loop is doing now."""

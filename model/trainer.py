@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from . import events as ev
-from .checkpoint import FORMAT_VERSION, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import GPTConfig, TrainConfig
 from .data import Corpus
 from .device import autocast, check_dtype, choose_device, describe_device, flops_per_token
@@ -240,19 +240,10 @@ class Trainer:
                 evaluated = True
             if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
                 self._sample(it)
-            if self._eval_requested.is_set() and not evaluated:
-                self._eval_requested.clear()
-                if not self._evaluate_and_save(it, save=False):
-                    return self._stop_and_save()
-            if self._save_requested.is_set():
-                self._save_requested.clear()
-                self._save(it, "request")
-            self._serve_snapshots()
+            if not self._serve_requests(it, evaluated):
+                return self._stop_and_save()
             if it >= cfg.max_iters:
                 self._flush_steps()
-                if self._save_requested.is_set():
-                    self._save_requested.clear()
-                    self._save(it, "request")
                 return False
             if self._pause.is_set():
                 self._wait_while_paused(it)
@@ -370,18 +361,25 @@ class Trainer:
         while self._pause.is_set() and not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            if self._eval_requested.is_set():
-                self._eval_requested.clear()
-                if not self._evaluate_and_save(it, save=False):
-                    break
-            if self._save_requested.is_set():
-                self._save_requested.clear()
-                self._save(it, "request")
-            self._serve_snapshots()
+            if not self._serve_requests(it):
+                break
         # time spent paused is not training time
         self._t0 += time.perf_counter() - paused_at
         if not self._stop.is_set():
             self._emit(ev.Resumed(it, self._time_s()))
+
+    def _serve_requests(self, it: int, evaluated: bool = False) -> bool:
+        """Act on the evaluate, save and snapshot requests made since the last step.
+        Returns False if a stop request abandoned the evaluation."""
+        if self._eval_requested.is_set() and not evaluated:
+            self._eval_requested.clear()
+            if not self._evaluate_and_save(it, save=False):
+                return False
+        if self._save_requested.is_set():
+            self._save_requested.clear()
+            self._save(it, "request")
+        self._serve_snapshots()
+        return True
 
     def _stop_and_save(self) -> bool:
         self._flush_steps()
@@ -410,7 +408,6 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "version": FORMAT_VERSION,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "model_config": asdict(self.model_config),
