@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .tokenizer import CharTokenizer, UnknownCharactersError
+from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
 TRAIN_FRACTION = 0.9
 BUILTIN_CORPUS_NAME = "python-stdlib"
@@ -36,26 +36,43 @@ def split_point(n: int) -> int:
 
 def read_text(path: str | os.PathLike[str]) -> str:
     """Read a file as UTF-8 text, with one clear CorpusError for anything unusable."""
+    return decode_text(read_bytes(path), str(path))
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytearray:
+    """A file's bytes in a writable buffer, with one clear CorpusError if it cannot be read."""
     path = Path(path)
     try:
         if path.is_dir():
             raise CorpusError(f"{path} is a directory, not a text file")
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = bytearray(size)
+            got = f.readinto(raw)
+            if got < size:  # the file shrank meanwhile
+                del raw[got:]
+            rest = f.read()  # or grew
+            if rest:
+                raw += rest
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
     except PermissionError:
         raise CorpusError(f"{path}: permission denied") from None
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_text(raw, str(path))
+    return raw
 
 
-def decode_text(raw: bytes, name: str) -> str:
+def check_bytes(raw: bytes | bytearray, name: str) -> None:
     if not raw:
         raise CorpusError(f"{name} is empty")
     nul = raw.find(b"\x00")
     if nul >= 0:
         raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
+
+
+def decode_text(raw: bytes | bytearray, name: str) -> str:
+    check_bytes(raw, name)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -130,7 +147,23 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], tokenizer: CharTokenizer | None = None) -> Corpus:
-        return cls.from_text(read_text(path), str(path), tokenizer)
+        name = str(path)
+        raw = read_bytes(path)
+        check_bytes(raw, name)
+        if not raw.isascii():
+            return cls.from_text(decode_text(raw, name), name, tokenizer)
+        # ASCII is valid UTF-8 with one byte per character: encode the bytes themselves, without
+        # making a str of them (the seed's way holds the text, a list of ids and a tensor of
+        # 8-byte ids at once). Line endings are normalised as decode_text does.
+        if b"\r" in raw:
+            raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        counts = ascii_counts(np.frombuffer(raw, dtype=np.uint8))
+        tokenizer = tokenizer or CharTokenizer.from_counts(counts)
+        try:
+            ids = tokenizer.encode_ascii(raw, counts)
+        except UnknownCharactersError as exc:
+            raise CorpusError(f"{name}: {exc}") from None
+        return cls(name=name, tokenizer=tokenizer, ids=ids)
 
     @classmethod
     def builtin(cls, tokenizer: CharTokenizer | None = None) -> Corpus:

@@ -10,8 +10,10 @@ float rounding:
   test shows that the two agree for the same weights.
 - On the CPU, dropout draws its masks the cheaper way of model/dropout.py, and attention with
   dropout skips the weights above the diagonal (see causal_self_attention).
-- Generation keeps a cache of keys and values while the context fits in block_size, so each
-  new character costs one position instead of the whole context.
+- Generation keeps a cache of keys and values, so each new character costs one position
+  instead of the whole context. Past block_size the context window jumps forward by a quarter
+  of a block at a time instead of sliding by one character (see generate_stream): this one
+  does change what the model sees, and is what makes the cache useful for long texts.
 """
 
 from __future__ import annotations
@@ -243,7 +245,12 @@ class GPT(nn.Module):
             x = x[:, -1:, :]
         return self.lm_head(self.ln_f(x))
 
-    @torch.no_grad()
+    @property
+    def context_after_shift(self) -> int:
+        """Ids the generation window keeps when the context outgrows block_size (3/4 of it)."""
+        return self.config.block_size - self.config.block_size // 4
+
+    @torch.inference_mode()
     def generate_stream(
         self,
         idx: torch.Tensor,
@@ -255,31 +262,40 @@ class GPT(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Yield the next ids, (B,) at a time, for a context idx (B, T) of at least one id.
 
-        The context is cropped to the last block_size ids, as the seed does. While the whole
-        context fits, keys and values are cached; once it slides, every position moves and the
-        cropped window is recomputed, which gives the same result as without the cache.
+        The window the model sees: the seed crops the context to its last block_size ids before
+        every new character, so once the text is longer than the block, every position shifts
+        at every step and nothing computed for the previous character can be reused. Here the
+        window grows with the text until it holds block_size ids, then jumps forward to keep
+        the last context_after_shift ids (3/4 of a block) and grows again. While the text fits
+        in the block this is exactly the seed's window; past it the model sees 3/4 to all of
+        a block of context, not always all of it. Keys and values are cached and stay valid
+        until the next jump, when the kept ids are run through once. use_cache=False computes
+        every step's window from scratch instead: the same characters (a test checks this).
         """
         if idx.shape[1] < 1:
             raise ValueError("generation needs a context of at least one id")
         block_size = self.config.block_size
+        start = max(0, idx.shape[1] - block_size)  # where the window begins in idx
         cache = None
-        if use_cache and idx.shape[1] <= block_size:
+        if use_cache:
             params = next(self.parameters())
             cache = KVCache(self.config, idx.shape[0], params.device, params.dtype)
-            logits = self._logits(idx, cache, last_only=True)
         for _ in range(max_new_tokens):
+            if idx.shape[1] - start > block_size:
+                start = idx.shape[1] - self.context_after_shift
+                if cache is not None:
+                    cache.length = 0  # every position moved: refill from the kept ids
             if cache is None:
-                logits = self._logits(idx[:, -block_size:], last_only=True)
+                logits = self._logits(idx[:, start:], last_only=True)
+            elif cache.length == 0:
+                logits = self._logits(idx[:, start:], cache, last_only=True)
+            else:
+                logits = self._logits(idx[:, -1:], cache, last_only=True)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id[:, 0]
-            if cache is not None:
-                if cache.length < block_size:
-                    logits = self._logits(next_id, cache, last_only=True)
-                else:
-                    cache = None  # the window slides from here on
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         idx: torch.Tensor,

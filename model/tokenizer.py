@@ -1,7 +1,9 @@
 """Character tokenizer: the vocabulary is the sorted set of characters in the text.
 
-Encoding is vectorised with NumPy (code points through a lookup table), so a 100 MB text
-encodes in seconds instead of running a Python loop per character.
+Encoding is vectorised with NumPy (code points through a lookup table) instead of a Python
+loop per character. ASCII text, the common case, is encoded straight from its bytes
+(encode_ascii), in place when the ids fit in a byte: a 100 MB file is read, checked and
+encoded in well under a second with one 100 MB buffer.
 """
 
 from __future__ import annotations
@@ -42,8 +44,14 @@ class CharTokenizer:
     def from_text(cls, text: str) -> CharTokenizer:
         seen: set[int] = set()
         for start in range(0, len(text), _CHUNK_CHARS):
-            seen.update(np.unique(_codepoints(text[start : start + _CHUNK_CHARS])).tolist())
+            counts = np.bincount(_codepoints(text[start : start + _CHUNK_CHARS]))
+            seen.update(np.flatnonzero(counts).tolist())
         return cls(chr(c) for c in seen)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> CharTokenizer:
+        """The vocabulary of the code points whose count is not zero."""
+        return cls(chr(c) for c in np.flatnonzero(counts))
 
     @property
     def vocab_size(self) -> int:
@@ -82,6 +90,28 @@ class CharTokenizer:
             out[start : start + len(chunk)] = ids
         return out
 
+    def encode_ascii(self, raw: bytearray, counts: np.ndarray | None = None) -> np.ndarray:
+        """ASCII bytes -> ids. When the ids fit in a byte, `raw` is overwritten with them and
+        returned as an array (no second buffer). `counts` (ascii_counts of raw) saves a pass
+        when the caller has them. Raises UnknownCharactersError."""
+        data = np.frombuffer(raw, dtype=np.uint8)
+        present = np.flatnonzero(ascii_counts(data) if counts is None else counts)
+        unknown = [chr(c) for c in present if chr(c) not in self.stoi]
+        if unknown:
+            raise UnknownCharactersError(unknown)
+        table = np.zeros(256, dtype=self.id_dtype)
+        for c in present:
+            table[c] = self.stoi[chr(c)]
+        if self.id_dtype == np.uint8:
+            translation = table.tobytes()
+            for start in range(0, len(raw), _CHUNK_CHARS):  # bytes.translate: a C loop, chunk by chunk
+                raw[start : start + _CHUNK_CHARS] = raw[start : start + _CHUNK_CHARS].translate(translation)
+            return data
+        out = np.empty(len(data), dtype=self.id_dtype)
+        for start in range(0, len(data), _CHUNK_CHARS):
+            out[start : start + _CHUNK_CHARS] = table[data[start : start + _CHUNK_CHARS]]
+        return out
+
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
 
@@ -94,6 +124,15 @@ class CharTokenizer:
         ids = np.full(len(codepoints), -1, dtype=np.int32)
         ids[inside] = self._table[codepoints[inside]]
         return ids
+
+
+def ascii_counts(data: np.ndarray) -> np.ndarray:
+    """How often each of the 128 ASCII codes occurs in a uint8 array (counted in chunks, so
+    bincount's conversion to machine integers never copies the whole array)."""
+    counts = np.zeros(128, dtype=np.int64)
+    for start in range(0, len(data), _CHUNK_CHARS):
+        counts += np.bincount(data[start : start + _CHUNK_CHARS], minlength=128)[:128]
+    return counts
 
 
 def _codepoints(text: str) -> np.ndarray:

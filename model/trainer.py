@@ -249,12 +249,13 @@ class Trainer:
                 self._wait_while_paused(it)
             if self._stop.is_set():
                 return self._stop_and_save()
-            self._step(it)
+            self.train_step(it)
             self.iter = it + 1
             if time.perf_counter() - self._last_flush >= self.event_interval_s:
                 self._flush_steps()
 
-    def _step(self, it: int) -> None:
+    def train_step(self, it: int) -> None:
+        """One optimizer step at iteration `it` (the loop calls it; so does `chargpt-tui bench`)."""
         cfg = self.config
         t = time.perf_counter()
         lr = lr_at(it, cfg)

@@ -86,13 +86,35 @@ def test_generation_is_reproducible_for_a_seed() -> None:
     assert not torch.equal(a, c)
 
 
-def test_cached_and_uncached_generation_agree_past_the_block_size() -> None:
+@pytest.mark.parametrize("prompt_len", [1, 3, 8, 13])
+def test_cached_and_uncached_generation_agree_past_the_block_size(prompt_len: int) -> None:
     torch.manual_seed(0)
     model = GPT(CONFIG).eval()
-    start = torch.tensor([[1, 2, 3]])
-    cached = model.generate(start, 25, generator=torch.Generator().manual_seed(1), use_cache=True)
-    uncached = model.generate(start, 25, generator=torch.Generator().manual_seed(1), use_cache=False)
+    start = torch.randint(0, CONFIG.vocab_size, (2, prompt_len))
+    cached = model.generate(start, 40, generator=torch.Generator().manual_seed(1), use_cache=True)
+    uncached = model.generate(start, 40, generator=torch.Generator().manual_seed(1), use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def test_the_generation_window_is_the_seeds_crop_then_jumps_by_a_quarter_block() -> None:
+    # The documented window, written out with the plain forward pass: the last block_size ids
+    # while the text fits (the seed's crop), then a window that restarts at the last 3/4 block
+    # each time it would outgrow the block.
+    torch.manual_seed(0)
+    model = GPT(CONFIG).eval()
+    block, keep = CONFIG.block_size, model.context_after_shift
+    assert keep == 6
+    idx = torch.tensor([[4, 2]])
+    g = torch.Generator().manual_seed(5)
+    start = 0
+    with torch.no_grad():
+        for _ in range(30):
+            if idx.shape[1] - start > block:
+                start = idx.shape[1] - keep
+            logits, _ = model(idx[:, start:])
+            idx = torch.cat((idx, sample_next(logits[:, -1, :], 1.0, None, g)), dim=1)
+    ours = model.generate(torch.tensor([[4, 2]]), 30, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(ours, idx)
 
 
 def test_stream_yields_one_id_at_a_time() -> None:

@@ -114,3 +114,35 @@ def test_builtin_corpus_is_python_source_in_a_fixed_order() -> None:
     assert "def " in text and "import " in text
     assert 0 < len(text) <= 200_000
     assert "standard library" in description
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"plain ascii text\nwith lines\n" * 20,
+        b"windows\r\nline endings\r\nand an old mac\rone\n" * 10,
+        "non-ASCII: caf\u00e9, \u65e5\u672c, \U0001f642\r\n".encode() * 10,
+        b"\xef\xbb\xbfa byte-order mark first\n" * 10,
+    ],
+)
+def test_reading_a_file_equals_decoding_it_as_text(tmp_path, monkeypatch: pytest.MonkeyPatch, raw: bytes) -> None:
+    import model.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "_CHUNK_CHARS", 64)  # several chunks
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    text = raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    corpus = Corpus.from_file(path)
+    assert corpus.tokenizer.chars == sorted(set(text))
+    assert corpus.tokenizer.decode(corpus.ids) == text
+
+
+def test_ascii_file_with_a_given_vocabulary(tmp_path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"abcabc\n" * 10)
+    wide = CharTokenizer("abc\n" + "".join(chr(0x4E00 + i) for i in range(300)))  # 2-byte ids
+    corpus = Corpus.from_file(path, wide)
+    assert corpus.ids.dtype == np.uint16
+    assert wide.decode(corpus.ids) == "abcabc\n" * 10
+    with pytest.raises(CorpusError, match="'c'"):
+        Corpus.from_file(path, CharTokenizer("ab\n"))
