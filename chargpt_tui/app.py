@@ -22,7 +22,7 @@ from textual.widgets import Footer, RichLog
 from textual.worker import Worker, WorkerState
 
 from model import events as ev
-from model.device import memory_usage, peak_flops
+from model.device import lower_thread_priority, memory_usage, peak_flops
 from model.trainer import RunResult, Trainer
 
 from .format import duration, si
@@ -107,6 +107,7 @@ class ChargptApp(App[int]):
     # ---- the training worker -------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="training")
     def train(self) -> RunResult:
+        lower_thread_priority()  # the UI thread comes first when a key is pressed
         peak, _source = peak_flops(self.trainer.device, self.trainer.config.dtype)
         self._peak_flops = peak
         return self.trainer.run()

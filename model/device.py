@@ -60,6 +60,27 @@ def tune_malloc() -> bool:
     return bool(ok)
 
 
+def lower_thread_priority(increment: int = 5) -> bool:
+    """Lower the calling thread's CPU priority (Linux: its nice value) by `increment`.
+
+    The dashboard's training worker calls this before its first torch operation, so the OpenMP
+    threads it then starts inherit the lower priority too. On a machine whose every core is busy
+    training, the UI thread then gets a core as soon as it has work (a key press, a redraw)
+    instead of waiting for the scheduler to share one out; it uses little CPU, so training loses
+    next to nothing. Returns False where threads have no nice value of their own (not Linux).
+    """
+    if platform.system() != "Linux" or not hasattr(os, "setpriority"):
+        return False
+    import threading
+
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError:
+        return False
+    return True
+
+
 def check_dtype(dtype: str, device: torch.device) -> None:
     if dtype == "bfloat16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ConfigError("--dtype bfloat16: this CPU has no bfloat16 support; use --dtype float32")

@@ -148,3 +148,45 @@ def test_sigint_saves_and_exits_130(workdir: Path) -> None:
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "Traceback" not in err
     assert load_checkpoint(out / "ckpt.pt")["iter"] >= 50
+
+
+BENCH_TINY = ["--block-size", "16", "--n-embed", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "4",
+              "--threads", "1", "--device", "cpu"]
+
+
+def test_bench_prints_one_json_object_keyed_like_the_reference(workdir: Path) -> None:
+    import json
+
+    result = run(["bench", "--text", "tiny.txt", *BENCH_TINY, "--steps", "2", "--warmup", "1", "--gen-tokens", "30"],
+                 workdir)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("step_ms", "train_tokens_per_s", "gen_tokens_per_s", "mfu", "load_s", "device", "params",
+                "batch_size", "block_size", "threads"):
+        assert report[key] is not None, key
+    assert report["block_size"] == 16 and report["batch_size"] == 4 and report["threads"] == 1
+    assert report["train_tokens_per_s"] > 0 and report["gen_tokens_per_s"] > 0 and 0 < report["mfu"] < 1
+    assert report["chars"] == len(make_text())
+    assert not list(workdir.glob("runs"))  # a benchmark writes no run directory
+
+
+def test_bench_with_no_steps_only_loads(workdir: Path) -> None:
+    import json
+
+    result = run(["bench", "--text", "tiny.txt", *BENCH_TINY, "--steps", "0", "--gen-tokens", "0"], workdir)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["step_ms"] is None and report["gen_tokens_per_s"] is None and report["load_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["--text", "missing.txt"], ["no such file"]),
+        (["--steps", "-1"], ["--steps"]),
+        (["--text", "short.txt", "--block-size", "64"], ["--block-size"]),
+        (["--dropout", "1.5"], ["--dropout"]),
+    ],
+)
+def test_bench_bad_input(workdir: Path, args: list[str], fragments: list[str]) -> None:
+    assert_usage_error(run(["bench", *args], workdir), *fragments)
