@@ -289,7 +289,12 @@ class ChargptApp(App[int]):
         self.notify(f"loss axis: {'logarithmic' if log else 'linear'}", timeout=2)
 
     def action_generate(self) -> None:
-        self.push_screen(GenerateScreen(self.trainer.snapshot, self.trainer.corpus.tokenizer))
+        # One prompt screen for the whole session, installed rather than pushed fresh: it is
+        # composed once, so opening it again is quick even while the CPU is busy training, and
+        # it keeps the last prompt and output.
+        if not self.is_screen_installed("generate"):
+            self.install_screen(GenerateScreen(self.trainer.snapshot, self.trainer.corpus.tokenizer), "generate")
+        self.push_screen("generate")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -129,6 +129,15 @@ async def test_g_streams_generated_text_into_the_modal(corpus: Corpus, tmp_path:
         assert len(screen.generated) == 40  # refused: nothing new was started
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
+        # opened again: the same screen, still generating from the model as it is now
+        await pilot.press("g")
+        await wait_for(pilot, lambda: app.screen is screen)
+        screen.query_one("#prompt", Input).value = "The "
+        screen.query_one("#prompt", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.generated) == 40)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
         app.trainer.stop()
 
 
