@@ -70,6 +70,21 @@ TRAIN_FLAGS = (
 )
 
 
+def _add_model_flags(group: Any) -> None:
+    group.add_argument("--block-size", type=positive_int, help="context length in characters (256)")
+    group.add_argument("--n-embed", type=positive_int, help="embedding width (128)")
+    group.add_argument("--n-layers", type=positive_int, help="transformer blocks (4)")
+    group.add_argument("--n-heads", type=positive_int, help="attention heads per block; must divide --n-embed (4)")
+    group.add_argument("--dropout", type=dropout_float, help="dropout rate in [0, 1) (0.2)")
+
+
+def _add_device_flags(group: Any) -> None:
+    group.add_argument("--device", choices=DEVICES, help="auto picks CUDA, then Apple MPS, then CPU (auto)")
+    group.add_argument("--dtype", choices=DTYPES, help="float32, or bfloat16 autocast where supported (float32)")
+    group.add_argument("--threads", type=positive_int, help="torch CPU threads (torch's default)")
+    group.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
+
+
 def train_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
@@ -80,12 +95,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", metavar="TEXT",
                    help="UTF-8 text file to train on (default: the Python standard library's sources)")
     p.add_argument("--preset", choices=list(PRESETS), default=None, help="hyperparameter recipe (default: seed)")
-    m = p.add_argument_group("model (defaults: the seed's)")
-    m.add_argument("--block-size", type=positive_int, help="context length in characters (256)")
-    m.add_argument("--n-embed", type=positive_int, help="embedding width (128)")
-    m.add_argument("--n-layers", type=positive_int, help="transformer blocks (4)")
-    m.add_argument("--n-heads", type=positive_int, help="attention heads per block; must divide --n-embed (4)")
-    m.add_argument("--dropout", type=dropout_float, help="dropout rate in [0, 1) (0.2)")
+    _add_model_flags(p.add_argument_group("model (defaults: the seed's)"))
     t = p.add_argument_group("training")
     t.add_argument("--batch-size", type=positive_int, help="sequences per step (64)")
     t.add_argument("--max-iters", type=positive_int, help="training steps (5000)")
@@ -100,10 +110,7 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-interval", type=positive_int, help="steps between text samples (500)")
     t.add_argument("--sample-tokens", type=positive_int, help="characters in each sample (200)")
     r = p.add_argument_group("running")
-    r.add_argument("--device", choices=DEVICES, help="auto picks CUDA, then Apple MPS, then CPU (auto)")
-    r.add_argument("--dtype", choices=DTYPES, help="float32, or bfloat16 autocast where supported (float32)")
-    r.add_argument("--threads", type=positive_int, help="torch CPU threads (torch's default)")
-    r.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
+    _add_device_flags(r)
     r.add_argument("--out-dir", metavar="DIR",
                    help="run directory (default: runs/<text>-<time>; on resume: the checkpoint's)")
     r.add_argument("--resume", metavar="CKPT", help="continue training from a checkpoint")
@@ -134,15 +141,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", metavar="TEXT", default=None,
                    help="text file to load and train on (default: the built-in corpus)")
     p.add_argument("--batch-size", type=positive_int, help="sequences per step (64)")
-    p.add_argument("--block-size", type=positive_int, help="context length (256)")
-    p.add_argument("--n-embed", type=positive_int, help="embedding width (128)")
-    p.add_argument("--n-layers", type=positive_int, help="transformer blocks (4)")
-    p.add_argument("--n-heads", type=positive_int, help="attention heads (4)")
-    p.add_argument("--dropout", type=dropout_float, help="dropout rate (0.2)")
-    p.add_argument("--dtype", choices=DTYPES, help="float32 or bfloat16 autocast (float32)")
-    p.add_argument("--device", choices=DEVICES, help="auto, cpu, cuda or mps (auto)")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (torch's default)")
-    p.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
+    _add_model_flags(p)
+    _add_device_flags(p)
     p.add_argument("--steps", type=non_negative_int, default=10, help="timed training steps; 0: none (10)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed training steps first (3)")
     p.add_argument("--gen-tokens", type=non_negative_int, default=500,
@@ -324,7 +324,7 @@ def bench_command(args: argparse.Namespace) -> int:
     import json
 
     from model.benchmark import load_corpus, run_benchmark
-    from model.device import check_dtype, choose_device, tune_malloc
+    from model.device import tune_malloc
 
     tune_malloc()  # as training does
     corpus, load_s = load_corpus(args.text)
@@ -332,8 +332,7 @@ def bench_command(args: argparse.Namespace) -> int:
              "seed")
     model_config, train_config = build_configs("seed", {f: getattr(args, f) for f in flags},
                                                corpus.tokenizer.vocab_size)
-    corpus.check_block_size(model_config.block_size)
-    check_dtype(train_config.dtype, choose_device(train_config.device))
+    # The Trainer it builds checks block size against the text, the device and the dtype.
     result = run_benchmark(corpus, load_s, model_config, train_config, args.steps, args.warmup, args.gen_tokens)
     print(json.dumps(result))
     return 0

@@ -149,9 +149,9 @@ class Corpus:
     def from_file(cls, path: str | os.PathLike[str], tokenizer: CharTokenizer | None = None) -> Corpus:
         name = str(path)
         raw = read_bytes(path)
-        check_bytes(raw, name)
         if not raw.isascii():
-            return cls.from_text(decode_text(raw, name), name, tokenizer)
+            return cls.from_text(decode_text(raw, name), name, tokenizer)  # decode_text checks
+        check_bytes(raw, name)
         # ASCII is valid UTF-8 with one byte per character: encode the bytes themselves, without
         # making a str of them (the seed's way holds the text, a list of ids and a tensor of
         # 8-byte ids at once). Line endings are normalised as decode_text does.

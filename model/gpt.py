@@ -18,6 +18,7 @@ float rounding:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -161,14 +162,9 @@ def _chunked_causal_attention(
     return y.view(B, nh, T, hs)
 
 
-_CAUSAL_BIAS: dict[tuple[int, str], torch.Tensor] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _causal_bias(T: int, device: torch.device) -> torch.Tensor:
-    key = (T, str(device))
-    if key not in _CAUSAL_BIAS:
-        _CAUSAL_BIAS[key] = torch.full((T, T), float("-inf"), device=device).triu_(1)
-    return _CAUSAL_BIAS[key]
+    return torch.full((T, T), float("-inf"), device=device).triu_(1)
 
 
 class FeedForward(nn.Module):
@@ -263,11 +259,9 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.blocks):
             attn, (fc1, _relu, fc2, _dropout) = block.sa, block.ffwd.net
             h = F.layer_norm(x, (C,), block.ln1.weight, block.ln1.bias, block.ln1.eps)
-            q, k, v = F.linear(h, attn.qkv.weight).view(B, 3, nh, hs).unbind(1)  # (B, nh, hs) each
-            cache.keys[layer, :, :, pos] = k
-            cache.values[layer, :, :, pos] = v
-            keys, values = cache.keys[layer, :, :, : pos + 1], cache.values[layer, :, :, : pos + 1]
-            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values)  # (B, nh, 1, hs)
+            q, k, v = F.linear(h, attn.qkv.weight).view(B, 3, nh, 1, hs).unbind(1)  # (B, nh, 1, hs) each
+            keys, values = cache.update(layer, k, v)
+            y = F.scaled_dot_product_attention(q, keys, values)  # (B, nh, 1, hs)
             x = x + F.linear(y.view(B, C), attn.proj.weight, attn.proj.bias)
             h = F.layer_norm(x, (C,), block.ln2.weight, block.ln2.bias, block.ln2.eps)
             x = x + F.linear(F.relu(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
@@ -315,9 +309,7 @@ class GPT(nn.Module):
                 start = idx.shape[1] - self.context_after_shift
                 if cache is not None:
                     cache.length = 0  # every position moved: refill from the kept ids
-            if cache is None:
-                logits = self._logits(idx[:, start:], last_only=True)[:, -1, :]
-            elif cache.length == 0:
+            if cache is None or cache.length == 0:  # the whole window (filling the cache, if any)
                 logits = self._logits(idx[:, start:], cache, last_only=True)[:, -1, :]
             else:
                 logits = self._decode(idx[:, -1], cache)
