@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,8 @@ class ChargptApp(App[int]):
     def __init__(self, trainer: Trainer, preset: str = "custom") -> None:
         super().__init__()
         self.trainer = trainer
+        # A NaN loss holds the training, paused, so that the person can read what happened.
+        trainer.on_divergence = "pause"
         self.preset = preset
         self.status = StatusBar()
         self.chart = LossChart(id="chart")
@@ -183,14 +186,25 @@ class ChargptApp(App[int]):
 
     def _on_CheckpointFailed(self, e: ev.CheckpointFailed) -> None:
         self._log(f"[b red]could not save[/] {e.path} at step {e.iter}: {e.error}")
-        self.notify(f"{e.path}: {e.error}. Training goes on.", title="Checkpoint failed", severity="error", timeout=10)
+        goes_on = "" if self.trainer.diverged else " Training goes on."
+        self.notify(f"{e.path}: {e.error}.{goes_on}", title="Checkpoint not saved", severity="error", timeout=10)
         self._set_busy(None)
 
     def _on_Paused(self, e: ev.Paused) -> None:
         self.state = "paused"
         self.progress.running = False
         self.progress.set_elapsed(e.time_s)
-        self.status.detail = f"at step {e.iter}"
+        if self.trainer.diverged is None:
+            self.status.detail = f"at step {e.iter}"
+
+    def _on_Diverged(self, e: ev.Diverged) -> None:
+        self.pause_requested = True
+        self.progress.running = False
+        self.state = "paused"
+        self.status.detail = "loss diverged (NaN/inf): press q to quit"
+        self._log(f"[b red]{e.message}.[/] Quit with q and resume from the kept checkpoint with a lower "
+                  "--learning-rate or a --grad-clip.")
+        self.notify(e.message, title="Training diverged", severity="error", timeout=60)
 
     def _on_Resumed(self, e: ev.Resumed) -> None:
         self.progress.running = True
@@ -261,8 +275,11 @@ class ChargptApp(App[int]):
             self.state = "paused" if self.trainer.paused and not self.progress.running else "pausing"
 
     def action_resume(self) -> None:
+        if not self.trainer.resume():
+            self.notify("the loss diverged: these weights cannot be trained on. Quit with q.",
+                        severity="error", timeout=8)
+            return
         self.pause_requested = False
-        self.trainer.resume()
 
     def action_save(self) -> None:
         if self.state == "failed":
@@ -336,7 +353,8 @@ class ChargptApp(App[int]):
         if self.is_headless:  # under App.run_test: leave the test runner's signals alone
             return
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        # SIGINT too: in raw mode Ctrl-C arrives as a key, but `kill -INT` is a signal.
+        for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if signum is None:
                 continue
             try:
@@ -375,8 +393,14 @@ def run_app(trainer: Trainer, preset: str = "custom") -> int:
     code = app.run()
     result = app.result
     if result is not None and trainer.run_dir is not None:
+        how = result.status
+        if app.exit_code > 128:
+            how = f"stopped by {signal.Signals(app.exit_code - 128).name}"
         best = f"best val loss {result.best_val_loss:.4f} at step {result.best_iter}" if result.best_iter >= 0 else ""
-        print(f"{result.status} at step {result.iter}; {best}; checkpoints in {trainer.run_dir.path}")
+        parts = (f"{how} at step {result.iter}", best, f"checkpoints in {trainer.run_dir.path}")
+        print("; ".join(p for p in parts if p))
+        if result.error:
+            print(f"chargpt-tui: {result.error}", file=sys.stderr)
     if code is None:
         code = app.return_code or 0
     if result is not None and result.status == "failed" and code == 0:

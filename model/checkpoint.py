@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
     temporary file, renamed into place too, so the bytes are written once.
     """
     path = Path(path)
+    remove_stale_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_also = None
     try:
@@ -79,6 +81,35 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
                     pass
 
 
+def remove_stale_temporaries(folder: PathLike) -> list[Path]:
+    """Delete temporary checkpoint files left by a process that was killed while saving.
+
+    They are named ``.<name>.<pid>.tmp``; one whose process is still alive (another run saving
+    into the same folder) is left alone. Returns what was removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _process_exists(int(pid))):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or we cannot tell: leave its file alone
+    return True
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -98,15 +129,24 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if not magic:
+            raise CheckpointError(f"{path} is truncated or corrupt (an empty file)")
+        if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise CheckpointError(f"{path} is not a readable checkpoint (not a PyTorch file)")
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except PermissionError:
         raise CheckpointError(f"{path}: permission denied") from None
     except pickle.UnpicklingError as exc:
         # weights_only=True refuses anything that would run code or build arbitrary objects
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} was refused: it holds more than tensors and plain values ({first})") from None
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"loading it would call {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise CheckpointError(f"{path} was refused: {what}; a checkpoint holds only tensors and plain values") from None
     except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
         reason = "truncated or corrupt" if _looks_truncated(exc) else "not a readable checkpoint"
         raise CheckpointError(f"{path} is {reason} ({type(exc).__name__})") from None

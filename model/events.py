@@ -123,6 +123,19 @@ class Failed(Event):
     error: str
 
 
+@dataclass(frozen=True)
+class Diverged(Event):
+    """The loss became NaN or infinite; the trainer holds (paused) instead of failing.
+
+    Training cannot go on from these weights and they are never saved. ``last_good`` is the
+    checkpoint that is kept (None without a run directory), ``last_good_iter`` its step (-1: none).
+    """
+
+    message: str
+    last_good: str | None
+    last_good_iter: int
+
+
 _KINDS: dict[type, str] = {
     RunStarted: "start",
     StepsDone: "steps",
@@ -137,4 +150,5 @@ _KINDS: dict[type, str] = {
     Warning: "warning",
     Finished: "finished",
     Failed: "failed",
+    Diverged: "diverged",
 }

@@ -98,7 +98,10 @@ class Trainer:
         resume: dict[str, Any] | None = None,
         listeners: tuple[Listener, ...] = (),
         event_interval_s: float = 0.25,
+        on_divergence: str = "stop",
     ) -> None:
+        if on_divergence not in ("stop", "pause"):
+            raise ValueError("on_divergence is 'stop' or 'pause'")
         model_config.validate()
         train_config.validate()
         if model_config.vocab_size != corpus.tokenizer.vocab_size:
@@ -110,6 +113,11 @@ class Trainer:
         self.run_dir = run_dir
         self.listeners: list[Listener] = list(listeners)
         self.event_interval_s = event_interval_s
+        # What a NaN or infinite loss does: "stop" fails the run (headless); "pause" holds the
+        # loop, paused, so that a person can read what happened (the dashboard). Either way the
+        # broken weights are never saved.
+        self.on_divergence = on_divergence
+        self.diverged: str | None = None
 
         self.device = choose_device(train_config.device)
         check_dtype(train_config.dtype, self.device)
@@ -132,8 +140,11 @@ class Trainer:
         self.eval_history: list[tuple[int, float, float]] = []
         self._elapsed_before = 0.0
         self._resumed = resume is not None
+        self._last_saved_iter = -1  # the step ckpt.pt in run_dir holds, as far as this run knows
         if resume is not None:
             self._restore(resume)
+            if run_dir is not None and run_dir.ckpt_path.exists():
+                self._last_saved_iter = self.iter
 
         self._pause = threading.Event()
         self._stop = threading.Event()
@@ -160,9 +171,13 @@ class Trainer:
         self._pause.set()
         self._wake.set()
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
+        """Resume a paused loop. Refused (False) after the loss diverged: those weights are broken."""
+        if self.diverged is not None:
+            return False
         self._pause.clear()
         self._wake.set()
+        return True
 
     def request_save(self) -> None:
         """Save ckpt.pt at the next step boundary; at once (in this thread) when not training."""
@@ -220,12 +235,18 @@ class Trainer:
                 self._emit(self._started_event())
                 stopped = self._loop()
             except Exception as exc:  # reported as an event; the caller decides what to do
-                self._flush_steps()
+                try:
+                    self._flush_steps()
+                except TrainingDiverged:
+                    pass
                 message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingDiverged) else str(exc)
                 self._emit(ev.Failed(self.iter, self._time_s(), message))
                 return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
             finally:
                 self._serve_snapshots()
+            if self.diverged is not None:  # held after a divergence, then stopped
+                self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
+                return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, self.diverged)
             status = "stopped" if stopped else "finished"
             self._emit(ev.Finished(self.iter, self._time_s(), self.best_val_loss, self.best_iter, stopped))
             return RunResult(status, self.iter, self.best_val_loss, self.best_iter)
@@ -295,7 +316,21 @@ class Trainer:
         ))
         bad = [(i, x) for i, x in zip(iters, losses) if not math.isfinite(x)]
         if bad:
-            raise TrainingDiverged(f"the loss became {bad[0][1]} at step {bad[0][0]}; training stopped")
+            self._diverge(f"the loss became {bad[0][1]} at step {bad[0][0]}")
+
+    def _diverge(self, what: str) -> None:
+        """The loss or the weights are no longer finite: stop (raise) or hold, paused."""
+        if self.diverged is not None:
+            return
+        kept = self.run_dir.ckpt_path if self.run_dir is not None and self._last_saved_iter >= 0 else None
+        kept_text = f"{kept} (step {self._last_saved_iter}) is kept" if kept else "no checkpoint was saved before"
+        if self.on_divergence == "stop":
+            self.diverged = f"{what}; training stopped; {kept_text}"
+            raise TrainingDiverged(self.diverged)
+        self.diverged = f"{what}; training is held and these weights will not be saved; {kept_text}"
+        self._pause.set()
+        self._emit(ev.Diverged(self.iter, self._time_s(), self.diverged, str(kept) if kept else None,
+                               self._last_saved_iter))
 
     @torch.no_grad()
     def estimate_loss(self, it: int) -> dict[str, float]:
@@ -329,13 +364,16 @@ class Trainer:
         """Evaluate; on a scheduled evaluation also save ckpt.pt (and best.pt if it is the best).
         Returns False if a stop request abandoned the evaluation."""
         self._flush_steps()
+        if self.diverged is not None:  # nothing to learn from evaluating broken weights
+            return True
         try:
             losses = self.estimate_loss(it)
         except _StopNow:
             return False
         train_loss, val_loss = losses["train"], losses["val"]
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise TrainingDiverged(f"the evaluation loss became {val_loss} at step {it}; training stopped")
+            self._diverge(f"the evaluation loss became {val_loss} at step {it}")
+            return True
         is_best = val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss, self.best_iter = val_loss, it
@@ -346,6 +384,8 @@ class Trainer:
         return True
 
     def _sample(self, it: int) -> None:
+        if self.diverged is not None:
+            return
         context = self.sample_context()
         self.model.eval()
         try:
@@ -396,12 +436,23 @@ class Trainer:
         if self.run_dir is None:
             return
         path = self.run_dir.ckpt_path
+        self._flush_steps()  # a NaN among the steps not yet reported stops (or holds) here, unsaved
+        if self.diverged is None and not self._weights_are_finite():
+            self._diverge(f"the weights are no longer finite at step {it}")
+        if self.diverged is not None:
+            kept = f"{path} (step {self._last_saved_iter}) is kept" if self._last_saved_iter >= 0 else "nothing saved"
+            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), f"not saved, the weights are broken; {kept}"))
+            return
         try:
             save_checkpoint(self.checkpoint_state(it), path, also=self.run_dir.best_path if best else None)
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), exc.strerror or str(exc)))
             return
+        self._last_saved_iter = it
         self._emit(ev.CheckpointSaved(it, self._time_s(), str(path), reason, best))
+
+    def _weights_are_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def checkpoint_state(self, it: int) -> dict[str, Any]:
         rng: dict[str, Any] = {

@@ -1,0 +1,92 @@
+"""Signals, for real: SIGTERM, SIGHUP (a dropped SSH connection) and SIGINT sent to the real
+`chargpt-tui`, on a pseudo-terminal (the dashboard) and headless. Each must save a checkpoint of
+the latest step, exit promptly with a clear message, and leave the terminal usable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import TINY_FLAGS, make_text
+from terminal import COMMAND, TerminalProcess, assert_terminal_restored
+
+from model.checkpoint import load_checkpoint
+
+# Long enough never to finish; one evaluation (and checkpoint) at step 0 only, so that the
+# checkpoint found afterwards can only be the one the signal saved.
+ENDLESS = [*TINY_FLAGS, "--max-iters", "1000000", "--eval-interval", "1000000", "--sample-interval", "1000000"]
+SIGNALS = [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("signals")
+    (root / "tiny.txt").write_text(make_text(), encoding="utf-8")
+    return root
+
+
+def last_step(metrics: Path) -> int:
+    steps = [0]
+    if metrics.exists():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("event") == "step":
+                steps.append(record["iter"])
+    return max(steps)
+
+
+def wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while last_step(metrics) < steps:
+        assert proc.poll() is None, f"exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, "training did not get going"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("name, code", SIGNALS)
+def test_dashboard_saves_and_exits_on_signal(workdir: Path, name: str, code: int) -> None:
+    out = workdir / f"tui-{name}"
+    with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out)], workdir) as term:
+        wait_for_steps(out / "metrics.jsonl", 30, term.proc)
+        term.proc.send_signal(getattr(signal, name))
+        sent = time.monotonic()
+        assert term.wait(timeout=60) == code
+        took = time.monotonic() - sent
+        reached = last_step(out / "metrics.jsonl")
+        saved = load_checkpoint(out / "ckpt.pt")["iter"]
+        assert saved >= 30 and saved >= reached, (saved, reached)
+        assert took < 30  # a hang guard, not a speed test
+        assert not list(out.glob(".*.tmp"))
+        if name != "SIGHUP":  # after SIGHUP there is no terminal left to restore or write to
+            assert_terminal_restored(term)
+            assert f"stopped by {name} at step {saved}" in term.text()
+            assert "Traceback" not in term.text()
+
+
+@pytest.mark.parametrize("name, code", SIGNALS)
+def test_headless_saves_and_exits_on_signal(workdir: Path, name: str, code: int) -> None:
+    out = workdir / f"headless-{name}"
+    proc = subprocess.Popen(
+        [*COMMAND, "tiny.txt", *ENDLESS, "--out-dir", str(out), "--headless"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for_steps(out / "metrics.jsonl", 30, proc)
+        proc.send_signal(getattr(signal, name))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    saved = load_checkpoint(out / "ckpt.pt")["iter"]
+    assert saved >= 30 and saved >= last_step(out / "metrics.jsonl")
+    assert f"stopped by {name} at step {saved}" in err and "Traceback" not in err
