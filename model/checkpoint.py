@@ -18,11 +18,12 @@ A checkpoint is a dict of tensors and plain Python values only, so that
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -54,7 +55,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
     tmp_also = None
     try:
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f)
+            _torch_save({"format": FORMAT, "version": FORMAT_VERSION, **state}, f)
             f.flush()
             os.fsync(f.fileno())
         if also is not None:
@@ -79,6 +80,38 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
                     leftover.unlink()
                 except OSError:
                     pass
+
+
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write. torch.save reports a full
+    disk as a RuntimeError ("unexpected pos ...") from its C++ writer; this gets the real
+    error (ENOSPC, EIO, ...) back, so that callers can treat it as the write error it is."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(obj: object, f: BinaryIO) -> None:
+    writer = _WriteErrors(f)
+    try:
+        torch.save(obj, writer)
+    except OSError:
+        raise
+    except RuntimeError as exc:
+        if writer.error is not None:
+            raise writer.error from None
+        raise OSError(errno.EIO, f"write failed ({str(exc).strip().splitlines()[0]})") from None
 
 
 def remove_stale_temporaries(folder: PathLike) -> list[Path]:

@@ -141,6 +141,7 @@ class Trainer:
         self._elapsed_before = 0.0
         self._resumed = resume is not None
         self._last_saved_iter = -1  # the step ckpt.pt in run_dir holds, as far as this run knows
+        self.last_save_error: str | None = None  # why the latest save failed; None after a success
         if resume is not None:
             self._restore(resume)
             if run_dir is not None and run_dir.ckpt_path.exists():
@@ -323,7 +324,7 @@ class Trainer:
         if self.diverged is not None:
             return
         kept = self.run_dir.ckpt_path if self.run_dir is not None and self._last_saved_iter >= 0 else None
-        kept_text = f"{kept} (step {self._last_saved_iter}) is kept" if kept else "no checkpoint was saved before"
+        kept_text = self.kept_checkpoint()
         if self.on_divergence == "stop":
             self.diverged = f"{what}; training stopped; {kept_text}"
             raise TrainingDiverged(self.diverged)
@@ -384,6 +385,9 @@ class Trainer:
         return True
 
     def _sample(self, it: int) -> None:
+        # Broken weights must hold or stop the run, not crash the sampler.
+        if self.diverged is None and not self._weights_are_finite():
+            self._diverge(f"the weights are no longer finite at step {it}")
         if self.diverged is not None:
             return
         context = self.sample_context()
@@ -440,16 +444,24 @@ class Trainer:
         if self.diverged is None and not self._weights_are_finite():
             self._diverge(f"the weights are no longer finite at step {it}")
         if self.diverged is not None:
-            kept = f"{path} (step {self._last_saved_iter}) is kept" if self._last_saved_iter >= 0 else "nothing saved"
-            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), f"not saved, the weights are broken; {kept}"))
+            self.last_save_error = f"not saved, the weights are broken; {self.kept_checkpoint()}"
+            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
             return
         try:
             save_checkpoint(self.checkpoint_state(it), path, also=self.run_dir.best_path if best else None)
         except OSError as exc:  # a full disk or a vanished folder must not end the run
-            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), exc.strerror or str(exc)))
+            self.last_save_error = exc.strerror or str(exc)
+            self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
             return
         self._last_saved_iter = it
+        self.last_save_error = None
         self._emit(ev.CheckpointSaved(it, self._time_s(), str(path), reason, best))
+
+    def kept_checkpoint(self) -> str:
+        """Which checkpoint holds the latest saved state, for messages."""
+        if self.run_dir is None or self._last_saved_iter < 0:
+            return "no checkpoint was saved"
+        return f"{self.run_dir.ckpt_path} (step {self._last_saved_iter}) is kept"
 
     def _weights_are_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

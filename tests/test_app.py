@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import tiny_configs
 from rich.console import Console
 from textual.pilot import Pilot
@@ -15,6 +17,8 @@ from textual.widgets import Input
 
 from chargpt_tui.app import ChargptApp
 from chargpt_tui.screens import GenerateScreen, HelpScreen
+from model import events as ev
+from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint
 from model.data import Corpus
 from model.rundir import RunDir
@@ -48,7 +52,8 @@ def rendered(widget: object) -> str:
 
 
 def log_text(app: ChargptApp) -> str:
-    return "\n".join(line.text for line in app.messages.lines)
+    """The messages panel as one string, undoing its word wrap."""
+    return "".join(line.text for line in app.messages.lines)
 
 
 async def test_panels_fill_and_the_chart_receives_points(corpus: Corpus, tmp_path: Path) -> None:
@@ -197,3 +202,71 @@ async def test_layout_fits(corpus: Corpus, tmp_path: Path, size: tuple[int, int]
         await wait_for(pilot, lambda: app.state == "finished")
         assert app.chart.region.height >= 10 and app.samples.region.height >= 5
         assert app.chart.region.width >= size[0] // 2
+
+
+async def test_an_error_in_the_training_worker_is_shown_and_the_app_stays_open(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=40, eval_interval=10)
+    step = app.trainer.train_step
+
+    def broken_step(it: int) -> None:
+        if it == 15:
+            raise RuntimeError("simulated bug in step 15")
+        step(it)
+
+    app.trainer.train_step = broken_step  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state == "failed")
+        assert "simulated bug in step 15" in log_text(app)
+        assert "simulated bug in step 15" in str(app.status.detail)
+        await pilot.press("s")  # refused: the last good checkpoint stays as it is
+        await pilot.press("g")  # the model can still be prompted
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        await pilot.press("escape")
+        assert app.is_running
+        await pilot.press("q")
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 10
+    assert app.result is not None and app.result.status == "failed"
+
+
+async def test_a_nan_loss_holds_the_dashboard_paused_and_saves_nothing(corpus: Corpus, tmp_path: Path) -> None:
+    app = make_app(corpus, tmp_path, max_iters=1000, eval_interval=10)
+
+    def poison(event: ev.Event) -> None:  # runs in the training thread, between steps
+        if isinstance(event, ev.CheckpointSaved) and event.iter == 20:
+            with torch.no_grad():
+                app.trainer.model.lm_head.weight.fill_(float("nan"))
+
+    app.trainer.add_listener(poison)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.trainer.diverged is not None and app.state == "paused")
+        assert "nan" in log_text(app) and "ckpt.pt (step 20) is kept" in log_text(app)
+        held_at = app.trainer.iter
+        await pilot.press("space")  # resuming is refused: these weights cannot be trained on
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "not saved" in log_text(app))
+        assert app.state == "paused" and app.trainer.paused and app.trainer.iter == held_at
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.result is not None)
+    assert app.result is not None and app.result.status == "failed"
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 20
+
+
+async def test_a_failed_save_is_reported_and_training_goes_on(corpus: Corpus, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = trainer_module.save_checkpoint
+    calls = []
+
+    def disk_full_after_the_first(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", disk_full_after_the_first)
+    app = make_app(corpus, tmp_path, max_iters=30, eval_interval=10)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state == "finished")
+        assert "could not save" in log_text(app) and "No space left on device" in log_text(app)
+        assert app.progress.iter == 30
+    assert len(calls) == 4
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 0

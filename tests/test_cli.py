@@ -123,6 +123,28 @@ def test_train_resume_and_sample(workdir: Path) -> None:
     assert_usage_error(run(["sample", str(out / "best.pt"), "--temperature", "-1"], workdir), "--temperature")
 
 
+def test_resuming_gives_the_same_losses_bit_for_bit(workdir: Path) -> None:
+    """2N steps in one process == N steps, a checkpoint, and N more in a new process (dropout on)."""
+    from model.rundir import read_metrics
+
+    def losses(run_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
+        records = list(read_metrics(run_dir / "metrics.jsonl"))
+        steps = {r["iter"]: r["loss"] for r in records if r["event"] == "step"}
+        evals = {r["iter"]: r["val_loss"] for r in records if r["event"] == "eval"}
+        return steps, evals
+
+    flags = [*TINY_FLAGS, "--dropout", "0.2", "--eval-interval", "20"]
+    assert run(["tiny.txt", *flags, "--max-iters", "40", "--out-dir", "straight"], workdir).returncode == 0
+    assert run(["tiny.txt", *flags, "--max-iters", "20", "--out-dir", "halves"], workdir).returncode == 0
+    resumed = run(["tiny.txt", "--resume", "halves/ckpt.pt", "--max-iters", "40"], workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    straight_steps, straight_evals = losses(workdir / "straight")
+    halves_steps, halves_evals = losses(workdir / "halves")
+    assert sorted(halves_steps) == list(range(1, 41))
+    assert halves_steps == straight_steps  # every step's loss, exactly
+    assert halves_evals == straight_evals
+
+
 def test_no_text_uses_the_builtin_corpus(workdir: Path) -> None:
     out = workdir / "builtin"
     result = run([*TINY_FLAGS, "--max-iters", "2", "--eval-interval", "2", "--out-dir", str(out)], workdir)

@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import tiny_configs
 
 from model import events as ev
@@ -12,7 +13,7 @@ from model.checkpoint import load_checkpoint
 from model.config import TrainConfig
 from model.data import Corpus
 from model.rundir import MetricsLog, RunDir, read_metrics
-from model.trainer import Trainer, lr_at
+from model.trainer import RunResult, Trainer, lr_at
 
 
 def collect(trainer: Trainer) -> list[ev.Event]:
@@ -189,3 +190,37 @@ def test_a_nan_loss_fails_the_run_without_overwriting_checkpoints(corpus: Corpus
     assert result.status == "failed" and "nan" in (result.error or "")
     assert isinstance(seen[-1], ev.Failed)
     assert load_checkpoint(run_dir.ckpt_path)["iter"] == 10
+
+
+def test_on_divergence_pause_holds_the_loop_and_refuses_to_save(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=1000, eval_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0,
+                      on_divergence="pause")
+    diverged = threading.Event()
+
+    def listener(event: ev.Event) -> None:
+        if isinstance(event, ev.CheckpointSaved) and event.iter == 10:
+            with torch.no_grad():
+                trainer.model.blocks[0].ffwd.net[0].weight.fill_(float("inf"))
+        if isinstance(event, ev.Diverged):
+            diverged.set()
+
+    trainer.add_listener(listener)
+    seen = collect(trainer)
+    result: list[RunResult] = []
+    thread = threading.Thread(target=lambda: result.append(trainer.run()))
+    thread.start()
+    assert diverged.wait(timeout=60)
+    event = next(e for e in seen if isinstance(e, ev.Diverged))
+    assert event.last_good == str(run_dir.ckpt_path) and event.last_good_iter == 10
+    assert trainer.paused and not trainer.resume()
+    trainer.request_save()
+    trainer.stop()
+    thread.join(timeout=60)
+    assert result[0].status == "failed" and "training is held" in (result[0].error or "")
+    refused = [e for e in seen if isinstance(e, ev.CheckpointFailed)]
+    assert refused and all("not saved" in e.error for e in refused)
+    assert load_checkpoint(run_dir.ckpt_path)["iter"] == 10
+    assert not any(isinstance(e, ev.EvalDone) and e.iter > 10 for e in seen)
