@@ -50,7 +50,7 @@ class ChargptApp(App[int]):
         Binding("e", "evaluate", "Eval"),
         Binding("l", "log_scale", "Log y"),
         Binding("q", "quit", "Quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False),
+        Binding("ctrl+c", "interrupt", "Quit", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
     ]
 
@@ -315,6 +315,12 @@ class ChargptApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    async def action_interrupt(self) -> None:
+        """Ctrl-C: as q, with the exit status of an interrupt (130), as headless."""
+        if not self._quitting:
+            self.exit_code = 130
+        await self.action_quit()
 
     async def action_quit(self) -> None:
         """Save a checkpoint, then quit. A second press quits at once."""

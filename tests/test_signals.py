@@ -90,3 +90,14 @@ def test_headless_saves_and_exits_on_signal(workdir: Path, name: str, code: int)
     saved = load_checkpoint(out / "ckpt.pt")["iter"]
     assert saved >= 30 and saved >= last_step(out / "metrics.jsonl")
     assert f"stopped by {name} at step {saved}" in err and "Traceback" not in err
+
+
+def test_ctrl_c_on_the_dashboard_saves_and_exits_130(workdir: Path) -> None:
+    out = workdir / "tui-ctrl-c"
+    with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out)], workdir) as term:
+        wait_for_steps(out / "metrics.jsonl", 30, term.proc)
+        term.type("\x03")  # raw mode: Ctrl-C arrives as a key, not as SIGINT
+        assert term.wait(timeout=60) == 130
+        assert load_checkpoint(out / "ckpt.pt")["iter"] >= last_step(out / "metrics.jsonl")
+        assert_terminal_restored(term)
+        assert "stopped by SIGINT" in term.text()
