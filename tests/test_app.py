@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -270,3 +271,28 @@ async def test_a_failed_save_is_reported_and_training_goes_on(corpus: Corpus, tm
         assert app.progress.iter == 30
     assert len(calls) == 4
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 0
+
+
+async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(corpus: Corpus, tmp_path: Path) -> None:
+    from textual.widgets._footer import FooterKey
+
+    def footer_keys() -> tuple[int, int]:
+        gc.collect()
+        keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
+        return len(keys), sum(1 for k in keys if k.is_attached)
+
+    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 1)
+        await pilot.press("p")  # paused, so that Pilot's presses do not wait on a busy screen
+        await wait_for(pilot, lambda: app.state == "paused")
+        for _ in range(20):  # each one rebuilds the footer's keys twice
+            await pilot.press("g")
+            await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
+        await pilot.pause(0.1)
+        alive, attached = footer_keys()
+        app.trainer.stop()
+    # the footer's current keys, and perhaps a set being replaced; not 40 sets
+    assert attached > 0 and alive <= 3 * attached, (alive, attached)
