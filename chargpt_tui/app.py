@@ -404,8 +404,8 @@ def _short_name(corpus: str) -> str:
 
 def run_app(trainer: Trainer, preset: str = "custom") -> int:
     """Run the dashboard until the person quits; print where the results are; return the exit code."""
-    # Step events twice a second, as often as the chart redraws: the screen has nothing to show
-    # in between, and each update costs the training thread a little.
+    # Step events twice a second: the panels have little new to show in between, and each
+    # update costs the training thread a little. (The chart redraws once a second.)
     trainer.event_interval_s = max(trainer.event_interval_s, 0.5)
     app = ChargptApp(trainer, preset)
     code = app.run()
