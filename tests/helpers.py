@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
@@ -41,3 +43,17 @@ TINY_FLAGS = [
     "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--sample-interval", "10",
     "--sample-tokens", "20", "--device", "cpu", "--threads", "1",
 ]
+
+
+def permissions_apply() -> tuple[str, ...]:
+    """A command prefix under which file permissions apply. Root ignores them, so as root the
+    process runs without the capabilities that override them (util-linux's setpriv)."""
+    import pytest
+
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return (setpriv, "--bounding-set", caps, "--inh-caps", caps, "--")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_FLAGS, make_text
+from helpers import TINY_FLAGS, make_text, permissions_apply
 from terminal import COMMAND, TerminalProcess
 
 from chargpt_tui.cli import main
@@ -93,23 +93,11 @@ def run(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def bound_by_permissions() -> tuple[str, ...]:
-    """A command prefix under which file permissions apply. Root ignores them, so as root the
-    process runs without the capabilities that override them (util-linux's setpriv)."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
-    caps = "-dac_override,-dac_read_search"
-    return (setpriv, "--bounding-set", caps, "--inh-caps", caps, "--")
-
-
 def test_an_unreadable_file(workdir: Path) -> None:
     secret = workdir / "secret.txt"
     secret.write_text(make_text(), encoding="utf-8")
     secret.chmod(0o000)
-    result = run(["secret.txt", "--headless"], workdir, bound_by_permissions())
+    result = run(["secret.txt", "--headless"], workdir, permissions_apply())
     assert result.returncode == 2, result.stderr
     one_clear_line(result.stderr, "secret.txt", "permission denied")
     assert not (workdir / "runs").exists()
@@ -119,7 +107,7 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_training(workdir: P
     locked = workdir / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    result = run(["tiny.txt", *TINY_FLAGS, "--out-dir", "locked/run", "--headless"], workdir, bound_by_permissions())
+    result = run(["tiny.txt", *TINY_FLAGS, "--out-dir", "locked/run", "--headless"], workdir, permissions_apply())
     assert result.returncode == 2, result.stderr
     one_clear_line(result.stderr, "locked/run", "cannot write")
     assert result.stdout == ""  # not a step was trained

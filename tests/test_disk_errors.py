@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_FLAGS, make_text, tiny_configs
+from helpers import TINY_FLAGS, make_text, permissions_apply, tiny_configs
 from terminal import COMMAND
 
 from model.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -67,17 +67,6 @@ def test_a_full_disk_is_reported_and_training_goes_on(tmp_path: Path, small_disk
     assert load_checkpoint(disk / "run" / "ckpt.pt")["iter"] == 0
     assert load_checkpoint(disk / "run" / "best.pt")["iter"] == 0
     assert not list((disk / "run").glob(".*.tmp"))
-
-
-def permissions_apply() -> tuple[str, ...]:
-    """Root ignores file permissions: as root, run without the capabilities that override them."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
-    caps = "-dac_override,-dac_read_search"
-    return (setpriv, "--bounding-set", caps, "--inh-caps", caps, "--")
 
 
 def records(metrics: Path) -> list[dict]:
