@@ -419,9 +419,8 @@ def run_app(trainer: Trainer, preset: str = "custom") -> int:
         print("; ".join(p for p in parts if p))
         if result.error:
             print(f"chargpt-tui: {result.error}", file=sys.stderr)
-        elif trainer.last_save_error is not None:
-            print(f"chargpt-tui: the checkpoint of step {result.iter} could not be saved "
-                  f"({trainer.last_save_error}); {trainer.kept_checkpoint()}", file=sys.stderr)
+        elif (unsaved := trainer.unsaved_warning(result.iter)) is not None:
+            print(f"chargpt-tui: {unsaved}", file=sys.stderr)
             code = code or 1
     if code is None:
         code = app.return_code or 0

@@ -281,15 +281,14 @@ def run_headless(trainer: Any) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    unsaved = trainer.last_save_error is not None and result.status != "failed"
+    unsaved = trainer.unsaved_warning(result.iter) if result.status != "failed" else None
     if caught:
         name = signal.Signals(caught[0]).name
         saved = trainer.run_dir.ckpt_path if trainer.run_dir and not unsaved else None
         print(f"{PROG}: stopped by {name} at step {result.iter}" + (f"; checkpoint: {saved}" if saved else ""),
               file=sys.stderr)
     if unsaved:
-        print(f"{PROG}: the checkpoint of step {result.iter} could not be saved ({trainer.last_save_error}); "
-              f"{trainer.kept_checkpoint()}", file=sys.stderr)
+        print(f"{PROG}: {unsaved}", file=sys.stderr)
     if caught:
         return 128 + caught[0]
     return EXIT_FAILED if result.status == "failed" or unsaved else 0

@@ -106,8 +106,6 @@ def _torch_save(obj: object, f: BinaryIO) -> None:
     writer = _WriteErrors(f)
     try:
         torch.save(obj, writer)
-    except OSError:
-        raise
     except RuntimeError as exc:
         if writer.error is not None:
             raise writer.error from None

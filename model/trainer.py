@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -323,12 +324,11 @@ class Trainer:
         """The loss or the weights are no longer finite: stop (raise) or hold, paused."""
         if self.diverged is not None:
             return
-        kept = self.run_dir.ckpt_path if self.run_dir is not None and self._last_saved_iter >= 0 else None
-        kept_text = self.kept_checkpoint()
         if self.on_divergence == "stop":
-            self.diverged = f"{what}; training stopped; {kept_text}"
+            self.diverged = f"{what}; training stopped; {self.kept_checkpoint()}"
             raise TrainingDiverged(self.diverged)
-        self.diverged = f"{what}; training is held and these weights will not be saved; {kept_text}"
+        self.diverged = f"{what}; training is held and these weights will not be saved; {self.kept_checkpoint()}"
+        kept = self._kept_path()
         self._pause.set()
         self._emit(ev.Diverged(self.iter, self._time_s(), self.diverged, str(kept) if kept else None,
                                self._last_saved_iter))
@@ -457,11 +457,20 @@ class Trainer:
         self.last_save_error = None
         self._emit(ev.CheckpointSaved(it, self._time_s(), str(path), reason, best))
 
+    def _kept_path(self) -> Path | None:
+        """ckpt.pt, if this run has one (saved by it, or the one it resumed from in run_dir)."""
+        return self.run_dir.ckpt_path if self.run_dir is not None and self._last_saved_iter >= 0 else None
+
     def kept_checkpoint(self) -> str:
         """Which checkpoint holds the latest saved state, for messages."""
-        if self.run_dir is None or self._last_saved_iter < 0:
-            return "no checkpoint was saved"
-        return f"{self.run_dir.ckpt_path} (step {self._last_saved_iter}) is kept"
+        kept = self._kept_path()
+        return f"{kept} (step {self._last_saved_iter}) is kept" if kept else "no checkpoint was saved"
+
+    def unsaved_warning(self, it: int) -> str | None:
+        """For the end of a run whose latest save failed: what was lost and what is kept."""
+        if self.last_save_error is None:
+            return None
+        return f"the checkpoint of step {it} could not be saved ({self.last_save_error}); {self.kept_checkpoint()}"
 
     def _weights_are_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
@@ -35,6 +38,28 @@ def tiny_configs(corpus: Corpus, **train: object) -> tuple[GPTConfig, TrainConfi
                     device="cpu", threads=1)
     settings.update(train)
     return model, TrainConfig(**settings)
+
+
+# The installed `chargpt-tui` script, beside this Python (a venv) or on PATH
+_script = Path(sys.executable).with_name("chargpt-tui")
+COMMAND = [str(_script)] if _script.exists() else [shutil.which("chargpt-tui") or "chargpt-tui"]
+
+
+def run_script(args: list[str], cwd: Path, prefix: tuple[str, ...] = (),
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `chargpt-tui` in a subprocess (stdout a pipe: headless), its output captured."""
+    return subprocess.run([*prefix, *COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def one_clear_line(err: str, *fragments: str) -> None:
+    """Bad input's report: a single `chargpt-tui...` line holding every fragment, no traceback."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("chargpt-tui"), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
 
 
 # CLI flags for a tiny, fast run through the real entry point

@@ -8,17 +8,14 @@ import os
 import pty
 import re
 import select
-import shutil
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
 from pathlib import Path
 
-_script = Path(sys.executable).with_name("chargpt-tui")
-COMMAND = [str(_script)] if _script.exists() else [shutil.which("chargpt-tui") or "chargpt-tui"]
+from helpers import COMMAND
 
 # What Textual turns on while it runs, and the sequences that turn each off again.
 ALT_SCREEN_ON, ALT_SCREEN_OFF = b"\x1b[?1049h", b"\x1b[?1049l"

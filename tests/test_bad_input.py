@@ -5,17 +5,15 @@ for the rest."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_FLAGS, make_text, permissions_apply
-from terminal import COMMAND, TerminalProcess
+from helpers import TINY_FLAGS, make_text, one_clear_line, permissions_apply, run_script
+from terminal import TerminalProcess
 
 from chargpt_tui.cli import main
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -54,15 +52,6 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def one_clear_line(err: str, *fragments: str) -> None:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("chargpt-tui"), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     try:
         code = main(args)
@@ -88,16 +77,11 @@ def test_sample_flags_refuse_bad_values(capsys: pytest.CaptureFixture[str], flag
     one_clear_line(err, flag)
 
 
-def run(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, *COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 def test_an_unreadable_file(workdir: Path) -> None:
     secret = workdir / "secret.txt"
     secret.write_text(make_text(), encoding="utf-8")
     secret.chmod(0o000)
-    result = run(["secret.txt", "--headless"], workdir, permissions_apply())
+    result = run_script(["secret.txt", "--headless"], workdir, permissions_apply())
     assert result.returncode == 2, result.stderr
     one_clear_line(result.stderr, "secret.txt", "permission denied")
     assert not (workdir / "runs").exists()
@@ -107,7 +91,8 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_training(workdir: P
     locked = workdir / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    result = run(["tiny.txt", *TINY_FLAGS, "--out-dir", "locked/run", "--headless"], workdir, permissions_apply())
+    result = run_script(["tiny.txt", *TINY_FLAGS, "--out-dir", "locked/run", "--headless"], workdir,
+                        permissions_apply())
     assert result.returncode == 2, result.stderr
     one_clear_line(result.stderr, "locked/run", "cannot write")
     assert result.stdout == ""  # not a step was trained
@@ -116,14 +101,14 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_training(workdir: P
 
 def test_a_binary_file(workdir: Path) -> None:
     (workdir / "program.bin").write_bytes(bytes(range(256)) * 64)
-    result = run(["program.bin", "--headless"], workdir)
+    result = run_script(["program.bin", "--headless"], workdir)
     assert result.returncode == 2
     one_clear_line(result.stderr, "binary")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(workdir: Path) -> Path:
-    result = run(["tiny.txt", *TINY_FLAGS, "--max-iters", "10", "--out-dir", "trained"], workdir)
+    result = run_script(["tiny.txt", *TINY_FLAGS, "--max-iters", "10", "--out-dir", "trained"], workdir)
     assert result.returncode == 0, result.stderr
     return workdir / "trained" / "ckpt.pt"
 
@@ -143,15 +128,15 @@ def test_resume_refuses_damaged_and_foreign_files(workdir: Path, checkpoint: Pat
     ]
     for name, fragments in cases:
         for mode in (["--headless"], []):  # headless; and stdout a pipe, the same path as no terminal
-            result = run(["tiny.txt", "--resume", name, "--max-iters", "20", *mode], workdir)
+            result = run_script(["tiny.txt", "--resume", name, "--max-iters", "20", *mode], workdir)
             assert result.returncode == 2, (name, result.stderr)
             one_clear_line(result.stderr, *fragments)
-        result = run(["sample", name], workdir)
+        result = run_script(["sample", name], workdir)
         assert result.returncode == 2, (name, result.stderr)
         one_clear_line(result.stderr, *fragments)
     # the vocabulary must cover the text it resumes on
     (workdir / "other.txt").write_text(make_text().upper() + "ÆØÅ", encoding="utf-8")
-    result = run(["other.txt", "--resume", str(checkpoint), "--max-iters", "20", "--headless"], workdir)
+    result = run_script(["other.txt", "--resume", str(checkpoint), "--max-iters", "20", "--headless"], workdir)
     assert result.returncode == 2
     one_clear_line(result.stderr, "not in the vocabulary", "'Æ'")
 

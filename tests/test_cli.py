@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_FLAGS, make_text
+from helpers import COMMAND, TINY_FLAGS, make_text, one_clear_line, run_script
 
 from model.checkpoint import load_checkpoint
 from model.data import min_chars_for
 
-_script = Path(sys.executable).with_name("chargpt-tui")
-COMMAND = [str(_script)] if _script.exists() else [shutil.which("chargpt-tui") or "chargpt-tui"]
-
 
 def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*COMMAND, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return run_script(args, cwd, timeout=timeout)
 
 
 def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("chargpt-tui")
-    for fragment in fragments:
-        assert fragment in lines[0]
+    one_clear_line(result.stderr, *fragments)
 
 
 @pytest.fixture(scope="module")

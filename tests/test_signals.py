@@ -4,7 +4,6 @@ the latest step, exit promptly with a clear message, and leave the terminal usab
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_FLAGS, make_text
-from terminal import COMMAND, TerminalProcess, assert_terminal_restored
+from helpers import COMMAND, TINY_FLAGS, make_text
+from terminal import TerminalProcess, assert_terminal_restored
 
 from model.checkpoint import load_checkpoint
+from model.rundir import read_metrics
 
 # Long enough never to finish; one evaluation (and checkpoint) at step 0 only, so that the
 # checkpoint found afterwards can only be the one the signal saved.
@@ -31,16 +31,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def last_step(metrics: Path) -> int:
-    steps = [0]
-    if metrics.exists():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("event") == "step":
-                steps.append(record["iter"])
-    return max(steps)
+    if not metrics.exists():
+        return 0
+    return max((r["iter"] for r in read_metrics(metrics) if r["event"] == "step"), default=0)
 
 
 def wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:

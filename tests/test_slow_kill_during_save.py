@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_text
-from terminal import COMMAND
+from helpers import COMMAND, make_text
 
 from model.checkpoint import load_checkpoint
 from model.rundir import read_metrics

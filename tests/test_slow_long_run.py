@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_text
-from terminal import COMMAND, TerminalProcess
+from helpers import COMMAND, make_text
+from terminal import TerminalProcess
 
 STEPS = 100_000
 FLAGS = ["--block-size", "8", "--n-embed", "16", "--n-layers", "1", "--n-heads", "2", "--batch-size", "4",
