@@ -2,13 +2,11 @@
 
 nn.Dropout draws its mask with ``bernoulli_``: one float uniform per element. At the seed's
 settings that is the largest single cost of a CPU training step (a quarter to a third of it,
-mostly for the T x T attention weights). Here an element is kept when a 32-bit random integer is
-at or above ``round(p * 2**32)``: the same Bernoulli(1 - p) per element, with p represented to
-within 2**-33 (finer than a float32 uniform resolves it). Random bytes come from ``random_()``
-over the full int64 range, which fills 8 bytes per generator call, and only one byte per
-element is needed in 255 cases of 256 (see keep_mask): the masks cost about a fifth of
-``bernoulli_``'s. They are drawn from torch's default generator, so ``torch.manual_seed`` and
-``get_rng_state``/``set_rng_state`` govern them as they govern nn.Dropout.
+mostly for the T x T attention weights). keep_mask draws the same Bernoulli(1 - p) per element
+from one random byte per element (``random_()`` over the full int64 range fills eight bytes per
+generator call) and a sparse correction for the part of p a byte cannot express (see there).
+Everything is drawn from torch's default generator, so ``torch.manual_seed`` and
+``get_rng_state``/``set_rng_state`` govern the masks as they govern nn.Dropout.
 
 On other devices (CUDA, MPS) nn.Dropout's own kernels are fast, and Dropout uses them.
 """
@@ -24,26 +22,52 @@ from torch.nn import functional as F
 _INT64_MIN = -(2**63)
 
 
-def keep_mask(shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:
-    """A CPU bool tensor of `shape`, each element True with probability 1 - p, independently.
+def keep_mask(
+    shape: tuple[int, ...] | torch.Size, p: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1 where an element is kept (probability 1 - p, independently), 0 where it is dropped.
 
-    Conceptually each element gets a uniform 32-bit integer u and is dropped when u < P, where
-    P = round(p * 2**32). Only u's top byte is drawn for every element (eight per generator
-    call); it decides alone unless it equals P's top byte (1 element in 256), and only for those
-    ties are u's low 24 bits drawn. The result is exactly the 32-bit rule's distribution.
+    A CPU float32 tensor of `shape`, or written into `out` (a contiguous CPU tensor of that
+    shape, any floating dtype) and returned. Drawn in two independent parts, which together drop
+    an element with probability exactly p (to float64 precision):
+    - a random byte per element (eight per generator call), dropped when below floor(256 p):
+      probability a = floor(256 p) / 256, just under p;
+    - then a sparse set of further elements, each with probability r = (p - a) / (1 - a)
+      (below 1/256; 1 in 1025 elements at p = 0.2), placed by geometric gaps between them. An
+      element survives both with probability (1 - a)(1 - r) = 1 - p.
     """
     n = math.prod(shape)
-    threshold = round(p * 2**32)
-    top, low = divmod(threshold, 2**24)  # top byte and low 24 bits of the threshold
-    words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(_INT64_MIN, None)
-    top_bytes = words.view(torch.int8)[:n]  # uniform signed bytes: u's top byte minus 128
-    keep = top_bytes >= top - 128
-    if low:
-        ties = (top_bytes == top - 128).nonzero().squeeze(1)
-        if ties.numel():
-            low_bits = torch.empty(ties.numel(), dtype=torch.int32).random_(0, 2**24)
-            keep[ties] = low_bits >= low
-    return keep.view(shape)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32)
+    flat = out.view(-1)
+    top = math.floor(p * 256)
+    if top == 0:
+        flat.fill_(1.0)
+    else:
+        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(_INT64_MIN, None)
+        torch.ge(words.view(torch.uint8)[:n], top, out=flat)
+    rest = (p - top / 256) / (1 - top / 256)
+    if rest > 0.0:
+        flat[_bernoulli_positions(n, rest)] = 0.0
+    return out
+
+
+def _bernoulli_positions(n: int, r: float, draws: int | None = None) -> torch.Tensor:
+    """The indices in [0, n) of a Bernoulli(r) process: each index independently with
+    probability r. For small r this is far cheaper than a draw per index: the gaps between
+    successive chosen indices are geometric, floor(log(U) / log(1 - r)) + 1 for uniform U."""
+    expected = n * r
+    chunks, end = [], 0
+    log_miss = math.log1p(-r)
+    while end < n:
+        count = draws or int(expected + 6 * math.sqrt(expected)) + 16  # enough, nearly always
+        uniform = 1.0 - torch.rand(count, dtype=torch.float64)  # (0, 1]: log is finite
+        gaps = torch.floor(torch.log(uniform) / log_miss).to(torch.int64) + 1
+        positions = torch.cumsum(gaps, 0) + (end - 1)
+        chunks.append(positions)
+        end = int(positions[-1]) + 1
+    positions = torch.cat(chunks)
+    return positions[positions < n]
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -53,8 +77,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    scaled_keep = keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * scaled_keep
+    scaled_keep = keep_mask(x.shape, p, out=torch.empty_like(x, memory_format=torch.contiguous_format))
+    return x * scaled_keep.mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Module):

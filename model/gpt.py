@@ -18,15 +18,15 @@ float rounding:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .attention import causal_self_attention
 from .config import GPTConfig
-from .dropout import Dropout, keep_mask
+from .dropout import Dropout
 
 
 class Head(nn.Module):
@@ -82,26 +82,25 @@ class MultiHeadAttention(nn.Module):
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, self.head_size).transpose(1, 2)
-        v = v.view(B, T, self.n_heads, self.head_size).transpose(1, 2)
-        causal = True
-        if cache is not None and cache.length > 0:
-            # Decoding one new position: it may look at every cached position, so no mask.
-            if T != 1:
-                raise ValueError("a filled KV cache takes one position at a time")
-            causal = False
-        if cache is not None:
-            k, v = cache.update(layer, k, v)
-        dropout_p = self.attn_dropout if self.training else 0.0
-        if causal:
-            y = causal_self_attention(q, k, v, dropout_p)
+        qkv = self.qkv(x)  # (B, T, 3C)
+        if cache is None:
+            y = causal_self_attention(qkv, self.n_heads, self.attn_dropout if self.training else 0.0)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again: (B, T, C)
+            y = self._attend_with_cache(qkv, cache, layer)
         return self.dropout(self.proj(y))
+
+    def _attend_with_cache(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """Attention for positions after those in the cache (generation: no dropout)."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = (t.view(B, T, self.n_heads, self.head_size).transpose(1, 2) for t in qkv.split(C, dim=2))
+        # Filling an empty cache is causal; decoding one new position may look at every cached one.
+        causal = cache.length == 0
+        if not causal and T != 1:
+            raise ValueError("a filled KV cache takes one position at a time")
+        k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return y.transpose(1, 2).reshape(B, T, C)  # heads side by side again: (B, T, C)
 
     @torch.no_grad()
     def load_heads(self, heads: Sequence[Head]) -> None:
@@ -115,56 +114,6 @@ class MultiHeadAttention(nn.Module):
             for part, linear in enumerate((head.query, head.key, head.value)):
                 start = part * C + h * hs
                 self.qkv.weight[start : start + hs].copy_(linear.weight)
-
-
-# Query rows per chunk in _chunked_causal_attention. Measured at the seed's settings (T = 256) on
-# a 2-core CPU, per layer forward + backward: 64 rows 68 ms, 128 rows 74 ms, 32 rows 72 ms, one
-# chunk of all 256 rows 103 ms; scaled_dot_product_attention with dropout 185 ms.
-ATTENTION_CHUNK = 64
-
-
-def causal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs), causally masked), dropout on those weights, then @ v.
-
-    q, k, v and the result are (B, nh, T, hs). Without dropout, or off the CPU, this is PyTorch's
-    fused scaled_dot_product_attention. On the CPU its fused kernel refuses dropout and falls
-    back to building every T x T weight and drawing each mask with bernoulli_; the chunked
-    version below does a third of that work.
-    """
-    if dropout_p == 0.0 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    return _chunked_causal_attention(q, k, v, dropout_p)
-
-
-def _chunked_causal_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, chunk: int = ATTENTION_CHUNK
-) -> torch.Tensor:
-    """Causal attention with dropout, the queries taken `chunk` rows at a time.
-
-    The queries of rows [s, e) can only see keys [0, e), so each chunk multiplies against those
-    keys alone: the weights above the diagonal blocks, which the mask would zero anyway, are
-    never computed, softmaxed or given a dropout mask (10/16 of the full T x T work at T = 256,
-    chunk 64). Dropout zeroes weights with keep_mask's masks; the 1 / (1 - p) scale is applied
-    to the (B, nh, T, hs) output rather than to the larger weights, which is the same product.
-    """
-    B, nh, T, hs = q.shape
-    q, k, v = (t.reshape(B * nh, T, hs) for t in (q, k, v))
-    keys_t = k.transpose(1, 2)  # (B * nh, hs, T)
-    bias = _causal_bias(T, q.device)  # 0 on and below the diagonal, -inf above
-    outputs = []
-    for s in range(0, T, chunk):
-        e = min(T, s + chunk)
-        scores = torch.baddbmm(bias[s:e, :e], q[:, s:e], keys_t[:, :, :e], alpha=hs**-0.5)
-        weights = torch.softmax(scores, dim=-1)  # (B * nh, e - s, e)
-        weights = weights * keep_mask(weights.shape, dropout_p).to(weights.dtype)
-        outputs.append(torch.bmm(weights, v[:, :e]))
-    y = torch.cat(outputs, dim=1) * (1.0 / (1.0 - dropout_p))
-    return y.view(B, nh, T, hs)
-
-
-@functools.lru_cache(maxsize=8)
-def _causal_bias(T: int, device: torch.device) -> torch.Tensor:
-    return torch.full((T, T), float("-inf"), device=device).triu_(1)
 
 
 class FeedForward(nn.Module):
