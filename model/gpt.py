@@ -8,8 +8,9 @@ float rounding:
 - MultiHeadAttention computes every head at once (one matmul for the queries, keys and values
   of all heads, then causal_self_attention). Head stays as the readable one-head reference; a
   test shows that the two agree for the same weights.
-- On the CPU, dropout draws its masks the cheaper way of model/dropout.py, and attention with
-  dropout skips the weights above the diagonal (see causal_self_attention).
+- On the CPU, dropout draws its masks the cheaper way of model/dropout.py, attention with
+  dropout skips the weights above the diagonal (model/attention.py), and Linear layers in
+  float32 multiply with oneDNN (model/linear.py).
 - Generation keeps a cache of keys and values, so each new character costs one position
   instead of the whole context. Past block_size the context window jumps forward by a quarter
   of a block at a time instead of sliding by one character (see generate_stream): this one
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 from .attention import causal_self_attention
 from .config import GPTConfig
 from .dropout import Dropout
+from .linear import Linear
 
 
 class Head(nn.Module):
@@ -76,8 +78,8 @@ class MultiHeadAttention(nn.Module):
         self.head_size = config.head_size
         # Queries, keys and values of every head in one Linear: rows [0, C) are the queries of
         # heads 0..nh-1 in order, [C, 2C) the keys, [2C, 3C) the values (see load_heads).
-        self.qkv = nn.Linear(config.n_embed, 3 * config.n_embed, bias=False)
-        self.proj = nn.Linear(config.n_embed, config.n_embed)
+        self.qkv = Linear(config.n_embed, 3 * config.n_embed, bias=False)
+        self.proj = Linear(config.n_embed, config.n_embed)
         self.attn_dropout = config.dropout
         self.dropout = Dropout(config.dropout)
 
@@ -122,9 +124,9 @@ class FeedForward(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(config.n_embed, 4 * config.n_embed),
+            Linear(config.n_embed, 4 * config.n_embed),
             nn.ReLU(),
-            nn.Linear(4 * config.n_embed, config.n_embed),
+            Linear(4 * config.n_embed, config.n_embed),
             Dropout(config.dropout),
         )
 
@@ -158,7 +160,7 @@ class GPT(nn.Module):
         self.position_embedding = nn.Embedding(config.block_size, config.n_embed)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.n_embed)
-        self.lm_head = nn.Linear(config.n_embed, config.vocab_size)
+        self.lm_head = Linear(config.n_embed, config.vocab_size)
         # Small normal weights, as in the lecture's gpt.py: the first loss is then close to
         # ln(vocab_size), i.e. the model starts out guessing uniformly.
         self.apply(_init_weights)

@@ -1,0 +1,55 @@
+"""model/linear.py: Linear is nn.Linear, whichever way it multiplies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import model.linear as linear_module
+from model.linear import Linear, _onednn_linear_works
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(4, 7, 12), (5, 12)])
+def test_linear_equals_nn_linear_values_and_gradients(bias: bool, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    ours = Linear(12, 9, bias=bias)
+    reference = nn.Linear(12, 9, bias=bias)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(*shape[:-1], 9)
+    outputs = []
+    for module in (ours, reference):
+        y = module(x)
+        grads = torch.autograd.grad(y, [x, *module.parameters()], grad)
+        outputs.append((y, grads))
+    (y, grads), (ref_y, ref_grads) = outputs
+    torch.testing.assert_close(y, ref_y)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_on_the_cpu_in_float32_it_uses_onednn_where_it_works() -> None:
+    if not _onednn_linear_works():
+        pytest.skip("this PyTorch has no working oneDNN linear operator")
+    y = Linear(6, 3)(torch.randn(2, 6, requires_grad=True))
+    assert y.grad_fn.name() == "_OneDNNLinearBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: plain F.linear, in bfloat16
+        y = Linear(6, 3)(torch.randn(2, 6))
+    assert y.dtype == torch.bfloat16
+    y = Linear(6, 3).double()(torch.randn(2, 6, dtype=torch.float64, requires_grad=True))
+    assert y.grad_fn.name() != "_OneDNNLinearBackward"
+
+
+def test_without_the_operator_it_is_plain_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear_module, "_onednn_linear_works", lambda: False)
+    module = Linear(6, 3)
+    y = module(torch.randn(2, 6, requires_grad=True))
+    assert y.grad_fn.name() != "_OneDNNLinearBackward"
+    y.sum().backward()
+    assert module.weight.grad is not None
+
+
+def test_a_state_dict_is_nn_linears() -> None:
+    assert Linear(4, 2).state_dict().keys() == nn.Linear(4, 2).state_dict().keys()
