@@ -68,8 +68,8 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
     every product lands in a contiguous tensor; autograd's version of the same code built a
     zeroed full-size gradient for every key and value slice and added them up, and saved the
     mask as a third (rows x keys) tensor. The rows of a chunk are taken for part of the batch at
-    a time (see BLOCK_BYTES). Forward + backward per layer at the seed's settings: 75 ms,
-    against 94 ms for the autograd version.
+    a time (see BLOCK_BYTES). Forward + backward of one layer's attention at the seed's
+    settings: 68 ms, against 97 ms for the autograd version with bool masks it replaced.
     """
 
     @staticmethod
