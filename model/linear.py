@@ -9,13 +9,14 @@ forward + backward of the four Linear layers of one block: 121 ms instead of 137
 `Linear` is nn.Linear (same parameters, same state_dict, same results up to float rounding)
 whose forward uses that operator for the output and, in the backward pass, for the gradient
 of the input; the weight gradient stays with sgemm, which is the faster of the two for it.
-Anywhere else (another device or dtype, autocast, small inputs, a PyTorch without the
-operator or with a different signature for it) it is plain F.linear.
+Anywhere else (another device or dtype, autocast, small inputs, a CPU other than x86-64, a
+PyTorch without the operator or with a different signature for it) it is plain F.linear.
 """
 
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 import torch.nn as nn
@@ -53,7 +54,11 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 @functools.cache
 def _onednn_linear_works() -> bool:
-    """Whether this PyTorch has the operator and it computes F.linear (checked once)."""
+    """Whether this PyTorch has the operator and it computes F.linear (checked once). Only on
+    x86-64, where it was measured; elsewhere (Apple silicon, ARM servers) sgemm's backend is
+    another library, and no faster oneDNN was measured."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         generator = torch.Generator().manual_seed(0)
         x, weight, bias = (torch.randn(shape, generator=generator) for shape in ((5, 3), (4, 3), (4,)))
