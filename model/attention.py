@@ -34,13 +34,24 @@ BLOCK_BYTES = 8 << 20
 
 def causal_self_attention(qkv: torch.Tensor, n_heads: int, dropout_p: float) -> torch.Tensor:
     """(B, T, 3C) queries, keys and values of n_heads heads in, (B, T, C) attention output out."""
-    B, T, C3 = qkv.shape
-    C = C3 // 3
     if dropout_p > 0.0 and qkv.device.type == "cpu":
         return _ChunkedAttentionWithDropout.apply(qkv, n_heads, dropout_p, ATTENTION_CHUNK)
+    q, k, v = split_heads(qkv, n_heads)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
+
+
+def split_heads(qkv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, 3C) -> queries, keys and values, each (B, nh, T, hs) (views, no copy)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
     q, k, v = (t.view(B, T, n_heads, C // n_heads).transpose(1, 2) for t in qkv.split(C, dim=2))
-    y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    return y.transpose(1, 2).reshape(B, T, C)
+    return q, k, v
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """(B, nh, T, hs) -> (B, T, C), the heads side by side."""
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).reshape(B, T, nh * hs)
 
 
 class _ChunkedAttentionWithDropout(torch.autograd.Function):
@@ -84,7 +95,8 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
         out = torch.empty(B, T, C, dtype=qkv.dtype, device=qkv.device)
         out_heads = out.view(B, T, nh, hs)
         saved = []
-        for s, e, b0, b1 in _blocks(B, nh, T, chunk):
+        blocks = _blocks(B, nh, T, chunk)
+        for s, e, b0, b1 in blocks:
             g0, g1 = b0 * nh, b1 * nh  # rows of q, k, v: (batch, head) pairs b0..b1-1
             scores = torch.baddbmm(bias[s:e, :e], q[g0:g1, s:e], k[g0:g1, :e].mT, alpha=hs**-0.5)
             weights = torch.softmax(scores, dim=-1)  # (pairs, e - s, e)
@@ -94,14 +106,14 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
             torch.mul(y, 1.0 / (1.0 - p), out=out_heads[b0:b1, s:e])
             saved += [weights, dropped]
         ctx.save_for_backward(heads, out, *saved)
-        ctx.p, ctx.chunk = p, chunk
+        ctx.p, ctx.blocks = p, blocks
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         heads, out, *saved = ctx.saved_tensors
-        p, chunk = ctx.p, ctx.chunk
+        p = ctx.p
         _, B, nh, T, hs = heads.shape
         q, k, v = (t.view(B * nh, T, hs) for t in heads.unbind(0))
         alpha = hs**-0.5
@@ -114,7 +126,7 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         # Last chunk first: it sees every key, so it writes dk and dv of its batch rows whole,
         # and the earlier chunks add to the keys they see.
-        for i, (s, e, b0, b1) in reversed(list(enumerate(_blocks(B, nh, T, chunk)))):
+        for i, (s, e, b0, b1) in reversed(list(enumerate(ctx.blocks))):
             g0, g1 = b0 * nh, b1 * nh
             weights, dropped = saved[2 * i], saved[2 * i + 1]
             g = dy[g0:g1, s:e]

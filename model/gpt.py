@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .attention import causal_self_attention
+from .attention import causal_self_attention, merge_heads, split_heads
 from .config import GPTConfig
 from .dropout import Dropout
 from .linear import Linear
@@ -94,16 +94,13 @@ class MultiHeadAttention(nn.Module):
 
     def _attend_with_cache(self, qkv: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
         """Attention for positions after those in the cache (generation: no dropout)."""
-        B, T, C3 = qkv.shape
-        C = C3 // 3
-        q, k, v = (t.view(B, T, self.n_heads, self.head_size).transpose(1, 2) for t in qkv.split(C, dim=2))
+        q, k, v = split_heads(qkv, self.n_heads)
         # Filling an empty cache is causal; decoding one new position may look at every cached one.
         causal = cache.length == 0
-        if not causal and T != 1:
+        if not causal and qkv.shape[1] != 1:
             raise ValueError("a filled KV cache takes one position at a time")
         k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return y.transpose(1, 2).reshape(B, T, C)  # heads side by side again: (B, T, C)
+        return merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
 
     @torch.no_grad()
     def load_heads(self, heads: Sequence[Head]) -> None:
