@@ -1,5 +1,6 @@
-"""The Textual dashboard. The trainer runs in a thread worker; its events cross into the app as
-messages and are routed to passive widgets. Keys become trainer controls."""
+"""The Textual dashboard: one viewer of a run. The run trains in a process of its own; its events
+reach the app through a link (run_link.py) as messages, and are routed to passive widgets. Keys
+become requests to the run. A late viewer is first sent the run's history, then goes live."""
 
 from __future__ import annotations
 
@@ -21,23 +22,38 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import RichLog
-from textual.worker import Worker, WorkerState
 
 from model import events as ev
-from model.device import lower_thread_priority, memory_usage, peak_flops
-from model.trainer import RunResult, Trainer
+from model.tokenizer import CharTokenizer
 
 from .format import duration, si
-from .screens import GenerateScreen, HelpScreen
+from .run_link import (
+    Attached,
+    CaughtUp,
+    ControlRequested,
+    Disconnected,
+    EventReported,
+    MemoryReported,
+    Notice,
+    NotRunning,
+    RequestRefused,
+    RunEnded,
+    RunLink,
+)
+from .screens import GenerateScreen, HelpScreen, QuitScreen
 from .widgets import DashboardFooter, DevicePanel, LossChart, ProgressPanel, SamplesPanel, StatusBar
 
 
-class TrainerReported(Message):
-    """An event from the trainer's thread, now on the app's side."""
+class RunReported(Message):
+    """A notice from the run's link (its own thread), now on the app's side."""
 
-    def __init__(self, event: ev.Event) -> None:
+    def __init__(self, notice: Notice) -> None:
         super().__init__()
-        self.event = event
+        self.notice = notice
+
+
+# Where the dashboard was left: how run_app reports the end to the shell.
+DETACHED, CLOSED, ENDED = "detached", "closed", "ended"
 
 
 class ChargptApp(App[int]):
@@ -50,7 +66,9 @@ class ChargptApp(App[int]):
         Binding("g", "generate", "Generate"),
         Binding("e", "evaluate", "Eval"),
         Binding("l", "log_scale", "Log y"),
+        Binding("d", "detach", "Detach"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "stop_and_quit", "Stop and quit", show=False, priority=True),
         Binding("ctrl+c", "interrupt", "Quit", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
     ]
@@ -58,25 +76,48 @@ class ChargptApp(App[int]):
     state: reactive[str] = reactive("starting")
     pause_requested: reactive[bool] = reactive(False, bindings=True)
     finished: reactive[bool] = reactive(False, bindings=True)
+    live: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, trainer: Trainer, preset: str = "custom") -> None:
+    def __init__(self, link: RunLink, preset: str | None = None, on_hangup: str = "detach") -> None:
         super().__init__()
-        self.trainer = trainer
-        # A NaN loss holds the training, paused, so that the person can read what happened.
-        trainer.on_divergence = "pause"
+        self.link = link
         self.preset = preset
+        self.on_hangup = on_hangup
         self.status = StatusBar()
         self.chart = LossChart(id="chart")
         self.device_panel = DevicePanel(id="device")
         self.progress = ProgressPanel(id="progress")
         self.samples = SamplesPanel(id="samples")
         self.messages = RichLog(id="messages", max_lines=500, wrap=True, markup=True, min_width=20)
-        self.result: RunResult | None = None
+        self.outcome = CLOSED
+        self.ended: RunEnded | None = None  # how the training process's run ended, when it told us
+        self.pid: int | None = None
+        self.viewer: int | None = None
         self.exit_code = 0
+        self.diverged = False
+        self.caught_up = False
+        self.tokenizer: CharTokenizer | None = None
         self._quitting = False
+        self._loop_paused = False  # the loop has reached its pause (a Paused event), not just been asked
+        self._attaches = 0
+        self._replaying = False
         self._peak_flops: float | None = None
         self._flops_per_token = 0.0
         self._eval_started_s = 0.0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Attached: self._on_attached, EventReported: self._on_event_reported, CaughtUp: self._on_caught_up,
+            ControlRequested: self._on_control_requested, MemoryReported: self._on_memory_reported,
+            RequestRefused: self._on_request_refused, RunEnded: self._on_run_ended, NotRunning: self._on_not_running,
+            Disconnected: self._on_disconnected,
+        }
+        self._event_handlers: dict[type, Callable[[Any], None]] = {
+            ev.RunStarted: self._on_RunStarted, ev.StepsDone: self._on_StepsDone, ev.EvalStarted: self._on_EvalStarted,
+            ev.EvalProgress: self._on_EvalProgress, ev.EvalDone: self._on_EvalDone,
+            ev.SampleGenerated: self._on_SampleGenerated, ev.CheckpointSaved: self._on_CheckpointSaved,
+            ev.CheckpointFailed: self._on_CheckpointFailed, ev.Paused: self._on_Paused, ev.Resumed: self._on_Resumed,
+            ev.Warning: self._on_Warning, ev.Finished: self._on_Finished, ev.Failed: self._on_Failed,
+            ev.Diverged: self._on_Diverged,
+        }
 
     # ---- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -96,63 +137,137 @@ class ChargptApp(App[int]):
         self.progress.border_title = "progress"
         self.samples.border_title = "samples"
         self.messages.border_title = "messages"
-        self.trainer.add_listener(self._forward)
-        self.set_interval(2.0, self._show_memory)
         self._install_signal_handlers()
-        self.train()
+        self.link.start(self._forward)
 
     def on_unmount(self) -> None:
-        self.trainer.stop()  # never leave the training thread running behind a closed app
+        self.link.close()  # a viewer leaving changes nothing for the run
 
-    def _forward(self, event: ev.Event) -> None:
-        # Called in the trainer's thread: hand the event over and return at once.
-        self.post_message(TrainerReported(event))
+    def _forward(self, notice: Notice) -> None:
+        # Called in the link's thread: hand the notice over and return at once.
+        self.post_message(RunReported(notice))
 
-    # ---- the training worker -------------------------------------------------------------------
-    @work(thread=True, exclusive=True, exit_on_error=False, group="training")
-    def train(self) -> RunResult:
-        lower_thread_priority()  # the UI thread comes first when a key is pressed
-        peak, _source = peak_flops(self.trainer.device, self.trainer.config.dtype)
-        self._peak_flops = peak
-        return self.trainer.run()
+    # ---- notices from the run ------------------------------------------------------------------
+    def on_run_reported(self, message: RunReported) -> None:
+        self._handlers[type(message.notice)](message.notice)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "training":
+    def _on_attached(self, n: Attached) -> None:
+        self._attaches += 1
+        if self._attaches > 1:  # attached again (after being cut off): the history comes anew
+            self.chart.clear_data()
+            self.samples.clear()
+            self.messages.clear()
+        self.caught_up = False
+        self.live = n.live
+        self.pid, self.viewer = n.pid, n.viewer
+        self.tokenizer = CharTokenizer(n.vocab) if n.vocab else None
+        self._peak_flops = n.peak_flops
+        self.preset = self.preset or n.preset
+        self.pause_requested = n.paused
+
+    def _on_event_reported(self, n: EventReported) -> None:
+        self._replaying = n.replay
+        try:
+            self._event_handlers[type(n.event)](n.event, n.at)
+        finally:
+            self._replaying = False
+
+    def _on_caught_up(self, _n: CaughtUp) -> None:
+        self.caught_up = True
+        if self._attaches > 1 or not self.live:
             return
-        if event.state == WorkerState.SUCCESS:
-            self.result = event.worker.result
-            if self._quitting:
-                self.exit(self.exit_code)
-        elif event.state == WorkerState.ERROR:  # the trainer reports its own failures; this is a bug
-            self.state = "failed"
-            self._log(f"[b red]training worker failed:[/] {event.worker.error}")
-            self.notify(str(event.worker.error), title="Training failed", severity="error", timeout=30)
-            if self._quitting:
-                self.exit(1)
+        if self.state == "starting":
+            self.state = "training"
+
+    def _on_control_requested(self, n: ControlRequested) -> None:
+        by_other = n.by != self.viewer
+        if n.op == "pause":
+            self.pause_requested = True
+            if self.state in ("training", "starting"):
+                self.state = "pausing"
+        elif n.op == "resume":
+            self.pause_requested = False
+        elif n.op == "stop" and not self.finished:
+            self.state = "stopping"
+            self.status.detail = "saving a checkpoint, then stopping"
+        if by_other:
+            self._log(f"another viewer (#{n.by}) asked to {n.op}")
+
+    def _on_memory_reported(self, n: MemoryReported) -> None:
+        if "rss" in n.memory:
+            self.device_panel.set_memory(f"{si(n.memory['rss'], 'B')} RSS")
+        elif "allocated" in n.memory:
+            self.device_panel.set_memory(f"{si(n.memory['allocated'], 'B')} alloc · "
+                                         f"{si(n.memory.get('reserved', 0.0), 'B')} reserved")
+
+    def _on_request_refused(self, n: RequestRefused) -> None:
+        self.notify(n.error, severity="warning", timeout=8)
+        self._set_busy(None)
+
+    def _on_run_ended(self, n: RunEnded) -> None:
+        self.ended = n
+        self.finished = True
+        if self._quitting:
+            self.outcome = ENDED
+            self.exit(self.exit_code)
+
+    def _on_not_running(self, n: NotRunning) -> None:
+        self.live = False
+        self.finished = True
+        self.progress.running = False
+        if self.state not in ("finished", "failed") or n.state == "crashed":
+            self.state = "failed" if n.state in ("failed", "crashed") else "finished"
+        self.status.detail = (f"not running ({n.state})" + (f" · {self.status.detail}" if self.status.detail
+                                                            and "not running" not in self.status.detail else ""))
+        if self._attaches <= 1 and not self._quitting:
+            self._log(f"[b]not running[/] ({n.state}): this is the run as it was left; g generates from its "
+                      "ckpt.pt; it is never trained from here")
+        if self._quitting:
+            self.outcome = ENDED if self.ended is not None else CLOSED
+            self.exit(self.exit_code)
+
+    def _on_disconnected(self, n: Disconnected) -> None:
+        if self._quitting:
+            if not n.still_running:
+                return  # NotRunning follows
+            self.exit(self.exit_code)
+            return
+        if n.still_running:
+            self._log(f"[b yellow]disconnected[/] ({n.reason}); attaching again")
+            self._reattach()
+        else:
+            self._log(f"the run's process has ended ({n.reason})")
+
+    @work(thread=True, group="link", exclusive=True)
+    def _reattach(self) -> None:
+        time.sleep(0.5)
+        try:
+            self.link.reconnect()  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.call_from_thread(self._log, f"[b red]could not attach again:[/] {exc}")
 
     # ---- events from the trainer -----------------------------------------------------------------
-    def on_trainer_reported(self, message: TrainerReported) -> None:
-        handler: Callable[[Any], None] | None = getattr(self, f"_on_{type(message.event).__name__}", None)
-        if handler is not None:
-            handler(message.event)
-
-    def _on_RunStarted(self, e: ev.RunStarted) -> None:
-        self.call_after_refresh(freeze_the_heap)
-        self.state = "training"
+    def _on_RunStarted(self, e: ev.RunStarted, at: float) -> None:
+        if self._attaches <= 1:
+            self.call_after_refresh(freeze_the_heap)
+        if self.state == "starting" or not self._replaying:
+            self.state = "training"
         self._flops_per_token = e.flops_per_token
-        self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset, e.device)
+        self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version)
-        self._show_memory()
-        self.progress.set_run(e.iter, e.max_iters, int(e.train_config["eval_interval"]), e.time_s)
-        self.progress.running = True
+        self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
+        self.progress.running = self.live
         if e.step_history:
             self.chart.add_steps([p[0] for p in e.step_history], [p[1] for p in e.step_history])
         for it, train_loss, val_loss in e.eval_history:
             self.chart.add_eval(int(it), train_loss, val_loss)
         where = f" in {e.out_dir}" if e.out_dir else ""
-        self._log(f"{'resumed at step ' + str(e.iter) if e.resumed else 'started'}{where}")
+        if self._replaying:
+            self._log(f"attached at step {e.iter}{where}" if self.live else f"read at step {e.iter}{where}")
+        else:
+            self._log(f"{'resumed at step ' + str(e.iter) if e.resumed else 'started'}{where}", at)
 
-    def _on_StepsDone(self, e: ev.StepsDone) -> None:
+    def _on_StepsDone(self, e: ev.StepsDone, at: float) -> None:
         self.chart.add_steps(e.iters, e.losses)
         self.progress.add_steps(e.iter, len(e.iters), e.ms_per_step, e.time_s)
         mfu = None
@@ -160,80 +275,97 @@ class ChargptApp(App[int]):
             mfu = self._flops_per_token * e.tokens_per_s / self._peak_flops
         self.device_panel.set_throughput(e.tokens_per_s, e.ms_per_step, e.lr, mfu)
 
-    def _on_EvalStarted(self, e: ev.EvalStarted) -> None:
+    def _on_EvalStarted(self, e: ev.EvalStarted, at: float) -> None:
         self._eval_started_s = e.time_s
         self._set_busy("evaluating", f"0/{2 * e.eval_iters}")
 
-    def _on_EvalProgress(self, e: ev.EvalProgress) -> None:
+    def _on_EvalProgress(self, e: ev.EvalProgress, at: float) -> None:
         self._set_busy("evaluating", f"{e.done}/{e.total}")
         self.progress.set_eval_progress(1.0 - e.done / e.total)
 
-    def _on_EvalDone(self, e: ev.EvalDone) -> None:
-        self.chart.add_eval(e.iter, e.train_loss, e.val_loss)
-        self.progress.eval_finished(e.time_s - self._eval_started_s)
-        self.progress.set_elapsed(e.time_s)
+    def _on_EvalDone(self, e: ev.EvalDone, at: float) -> None:
+        if not self._replaying:  # a late viewer's chart has these from the start event's history
+            self.chart.add_eval(e.iter, e.train_loss, e.val_loss)
+            self.progress.eval_finished(e.time_s - self._eval_started_s)
+            self.progress.set_elapsed(e.time_s)
         best = " [b green](best)[/]" if e.is_best else ""
-        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}{best}")
-        self._set_busy(None)
+        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}{best}", at)
+        if not self._replaying:
+            self._set_busy(None)
 
-    def _on_SampleGenerated(self, e: ev.SampleGenerated) -> None:
+    def _on_SampleGenerated(self, e: ev.SampleGenerated, at: float) -> None:
         self.samples.add_sample(e.iter, e.text)
 
-    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
+    def _on_CheckpointSaved(self, e: ev.CheckpointSaved, at: float) -> None:
         best = " and best.pt" if e.also_best else ""
-        self._log(f"step {e.iter}: saved {_short_name(e.path)}{best}")
+        self._log(f"step {e.iter}: saved {_short_name(e.path)}{best}", at)
+        if self._replaying:
+            return
         if e.reason != "eval":
             self.notify(f"{e.path} (step {e.iter})", title="Checkpoint saved", timeout=4)
         self._set_busy(None)
 
-    def _on_CheckpointFailed(self, e: ev.CheckpointFailed) -> None:
-        self._log(f"[b red]could not save[/] {e.path} at step {e.iter}: {e.error}")
-        goes_on = "" if self.trainer.diverged else " Training goes on."
+    def _on_CheckpointFailed(self, e: ev.CheckpointFailed, at: float) -> None:
+        self._log(f"[b red]could not save[/] {e.path} at step {e.iter}: {e.error}", at)
+        if self._replaying:
+            return
+        goes_on = "" if self.diverged else " Training goes on."
         self.notify(f"{e.path}: {e.error}.{goes_on}", title="Checkpoint not saved", severity="error", timeout=10)
         self._set_busy(None)
 
-    def _on_Paused(self, e: ev.Paused) -> None:
+    def _on_Paused(self, e: ev.Paused, at: float) -> None:
+        self._loop_paused = True
+        self.pause_requested = True
+        if self.finished:
+            return
         self.state = "paused"
         self.progress.running = False
         self.progress.set_elapsed(e.time_s)
-        if self.trainer.diverged is None:
+        if not self.diverged:
             self.status.detail = f"at step {e.iter}"
 
-    def _on_Diverged(self, e: ev.Diverged) -> None:
+    def _on_Diverged(self, e: ev.Diverged, at: float) -> None:
+        self.diverged = True
         self.pause_requested = True
         self.progress.running = False
         self.state = "paused"
         self.status.detail = "loss diverged (NaN/inf): press q to quit"
         self._log(f"[b red]{e.message}.[/] Quit with q and resume from the kept checkpoint with a lower "
-                  "--learning-rate or a --grad-clip.")
-        self.notify(e.message, title="Training diverged", severity="error", timeout=60)
+                  "--learning-rate or a --grad-clip.", at)
+        if not self._replaying:
+            self.notify(e.message, title="Training diverged", severity="error", timeout=60)
 
-    def _on_Resumed(self, e: ev.Resumed) -> None:
+    def _on_Resumed(self, e: ev.Resumed, at: float) -> None:
+        self._loop_paused = False
+        self.pause_requested = False
         self.progress.running = True
         self.progress.set_elapsed(e.time_s)
         self.state = "training"
         self.status.detail = ""
 
-    def _on_Warning(self, e: ev.Warning) -> None:
-        self._log(f"[b yellow]warning:[/] {e.message}")
-        self.notify(e.message, severity="warning", timeout=8)
+    def _on_Warning(self, e: ev.Warning, at: float) -> None:
+        self._log(f"[b yellow]warning:[/] {e.message}", at)
+        if not self._replaying:
+            self.notify(e.message, severity="warning", timeout=8)
 
-    def _on_Finished(self, e: ev.Finished) -> None:
+    def _on_Finished(self, e: ev.Finished, at: float) -> None:
         self.finished = True
         self.progress.running = False
-        self.progress.set_elapsed(e.time_s)
+        self.progress.set_run(e.iter, self.progress.max_iters, self.progress.eval_interval, e.time_s)
         self.state = "finished"
         best = f"best val {e.best_val_loss:.4f} at step {e.best_iter}" if e.best_iter >= 0 else "not evaluated"
         self.status.detail = f"{'stopped' if e.stopped else 'done'} at step {e.iter} · {best}"
-        self._log(f"[b]{'stopped' if e.stopped else 'finished'}[/] at step {e.iter} after {duration(e.time_s)}; {best}")
+        self._log(f"[b]{'stopped' if e.stopped else 'finished'}[/] at step {e.iter} after {duration(e.time_s)}; "
+                  f"{best}", at)
 
-    def _on_Failed(self, e: ev.Failed) -> None:
+    def _on_Failed(self, e: ev.Failed, at: float) -> None:
         self.finished = True
         self.progress.running = False
         self.state = "failed"
         self.status.detail = e.error
-        self._log(f"[b red]training failed at step {e.iter}:[/] {e.error}")
-        self.notify(e.error, title="Training failed", severity="error", timeout=30)
+        self._log(f"[b red]training failed at step {e.iter}:[/] {e.error}", at)
+        if not self._replaying:
+            self.notify(e.error, title="Training failed", severity="error", timeout=30)
 
     # ---- state shown in the status bar ---------------------------------------------------------------
     def watch_state(self, state: str) -> None:
@@ -243,65 +375,74 @@ class ChargptApp(App[int]):
 
     def _set_busy(self, busy: str | None, detail: str = "") -> None:
         """Show evaluating/saving, or fall back to what the loop is doing now."""
-        if self.state in ("finished", "failed", "stopping"):
+        if self.state in ("finished", "failed", "stopping") or self.finished:
             return
         if busy is not None:
             self.state = busy
             self.status.detail = detail
             return
-        self.state = "paused" if self.trainer.paused else "training"
+        if self.pause_requested:
+            self.state = "paused" if self._loop_paused else "pausing"
+        else:
+            self.state = "training"
         self.status.detail = ""
 
-    def _log(self, markup: str) -> None:
-        self.messages.write(f"[dim]{time.strftime('%H:%M:%S')}[/] {markup}")
-
-    def _show_memory(self) -> None:
-        usage = memory_usage(self.trainer.device)
-        if "rss" in usage:
-            self.device_panel.set_memory(f"{si(usage['rss'], 'B')} RSS")
-        else:
-            self.device_panel.set_memory(f"{si(usage['allocated'], 'B')} alloc · {si(usage['reserved'], 'B')} reserved")
+    def _log(self, markup: str, at: float | None = None) -> None:
+        """A line in the messages panel, stamped with when it happened (a replayed line read
+        from disk has no wall time: no stamp)."""
+        if at == 0.0:
+            self.messages.write(f"[dim]{'':8}[/] {markup}")
+            return
+        self.messages.write(f"[dim]{time.strftime('%H:%M:%S', time.localtime(at))}[/] {markup}")
 
     # ---- keys ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "pause":
-            return not self.pause_requested and not self.finished
+            return not self.pause_requested and not self.finished and self.live
         if action == "resume":
-            return self.pause_requested and not self.finished
+            return self.pause_requested and not self.finished and self.live
+        if action == "detach":
+            return self.live
         return True
 
+    def _steerable(self, what: str) -> bool:
+        if self.live:
+            return True
+        self.notify(f"the run is not running: nothing to {what}. Train on with --resume "
+                    f"{self.link.run_dir / 'ckpt.pt'}", severity="warning", timeout=6)
+        return False
+
     def action_pause(self) -> None:
+        if not self._steerable("pause") or self.finished:
+            return
         self.pause_requested = True
-        self.trainer.pause()
+        self.link.request("pause")
         if self.state not in ("paused", "finished", "failed"):
-            self.state = "paused" if self.trainer.paused and not self.progress.running else "pausing"
+            self.state = "pausing"
 
     def action_resume(self) -> None:
-        if not self.trainer.resume():
+        if not self._steerable("resume") or self.finished:
+            return
+        if self.diverged:
             self.notify("the loss diverged: these weights cannot be trained on. Quit with q.",
                         severity="error", timeout=8)
             return
         self.pause_requested = False
+        self.link.request("resume")
 
     def action_save(self) -> None:
-        if self.state == "failed":
+        if self.state == "failed" and self.live:
             self.notify("training failed: the last good checkpoint is kept as it is", severity="warning")
             return
+        if not self._steerable("save"):
+            return
         self._set_busy("saving")
-        self._save_in_background()
-
-    @work(thread=True, group="controls")
-    def _save_in_background(self) -> None:
-        self.trainer.request_save()  # saves at the next step boundary, or at once when idle
+        self.link.request("save")
 
     def action_evaluate(self) -> None:
-        if self.state == "failed":
+        if self.state == "failed" or not self._steerable("evaluate"):
             return
-        self._evaluate_in_background()
-
-    @work(thread=True, group="controls")
-    def _evaluate_in_background(self) -> None:
-        self.trainer.request_eval()
+        self.link.request("evaluate")
 
     def action_log_scale(self) -> None:
         log = self.chart.toggle_log_scale()
@@ -311,38 +452,59 @@ class ChargptApp(App[int]):
         # One prompt screen for the whole session, installed rather than pushed fresh: it is
         # composed once, so opening it again is quick even while the CPU is busy training, and
         # it keeps the last prompt and output.
+        if self.tokenizer is None:
+            self.notify("the run's vocabulary is not known yet", severity="warning")
+            return
         if not self.is_screen_installed("generate"):
-            self.install_screen(GenerateScreen(self.trainer.snapshot, self.trainer.corpus.tokenizer), "generate")
+            self.install_screen(GenerateScreen(self.link.snapshot, self.tokenizer), "generate")
         self.push_screen("generate")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    async def action_interrupt(self) -> None:
-        """Ctrl-C: as q, with the exit status of an interrupt (130), as headless."""
+    def action_detach(self) -> None:
+        """Leave the run training and this dashboard closed; attach again any time."""
+        self.outcome = DETACHED if self.live and not self.finished else CLOSED
+        self.exit(0)
+
+    def action_quit(self) -> None:  # type: ignore[override]
+        """q: on a run that trains, ask first (stop it, detach, or cancel); else just close."""
+        if self._quitting:
+            self.exit(self.exit_code)
+            return
+        if not self.live or self.finished:
+            self.exit(0)
+            return
+        self.push_screen(QuitScreen(), self._quit_answered)
+
+    def _quit_answered(self, answer: str | None) -> None:
+        if answer == "stop":
+            self._stop_then_exit()
+        elif answer == "detach":
+            self.action_detach()
+
+    def action_stop_and_quit(self) -> None:
+        """ctrl+q: stop the run with a checkpoint, then quit; no question. Again: quit at once."""
+        self._stop_then_exit()
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: as ctrl+q, with the exit status of an interrupt (130), as headless."""
         if not self._quitting:
             self.exit_code = 130
-        await self.action_quit()
+        self._stop_then_exit()
 
-    async def action_quit(self) -> None:
-        """Save a checkpoint, then quit. A second press quits at once."""
+    def _stop_then_exit(self) -> None:
         if self._quitting:
             self.exit(self.exit_code)
             return
         self._quitting = True
-        if self.trainer.stop_requested or self.finished or self.state == "starting":
-            self._save_then_exit()
+        if not self.live or self.ended is not None:
+            self.outcome = ENDED if self.ended is not None else CLOSED
+            self.exit(self.exit_code)
             return
         self.state = "stopping"
         self.status.detail = "saving a checkpoint, then quitting"
-        self.trainer.stop()  # the worker saves at the next step boundary; its end exits the app
-
-    @work(thread=True, group="controls")
-    def _save_then_exit(self) -> None:
-        if self.state != "failed":
-            self.trainer.stop()
-            self.trainer.request_save()
-        self.call_from_thread(self.exit, self.exit_code)
+        self.link.request("stop")  # the run saves at the next step boundary; its end closes this app
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -351,6 +513,8 @@ class ChargptApp(App[int]):
         yield SystemCommand("Generate text", "g: prompt the model as it is now", self.action_generate)
         yield SystemCommand("Evaluate now", "e: train and validation loss", self.action_evaluate)
         yield SystemCommand("Toggle log scale", "l: logarithmic loss axis", self.action_log_scale)
+        yield SystemCommand("Detach", "d: close this dashboard, training goes on", self.action_detach)
+        yield SystemCommand("Stop training and quit", "ctrl+q: with a checkpoint", self.action_stop_and_quit)
         yield SystemCommand("Show the keys", "? or F1", self.action_help)
 
     def _toggle_pause(self) -> None:
@@ -374,17 +538,19 @@ class ChargptApp(App[int]):
         self.exit_code = 128 + signum
         if signum == getattr(signal, "SIGHUP", None):
             # The terminal is gone (a dropped SSH connection): nothing can be drawn or restored,
-            # and waiting on it could hang. Save, then leave at once.
-            self.trainer.stop()
-            threading.Thread(target=self._save_and_exit_now, daemon=True).start()
+            # and waiting on it could hang. The run goes on (its process is not this one),
+            # unless --on-hangup stop asked for today's behaviour: stop it with a checkpoint.
+            threading.Thread(target=self._leave_after_hangup, daemon=True).start()
             return
         self._quitting = False
-        self.run_worker(self.action_quit(), group="controls")
+        self._stop_then_exit()
 
-    def _save_and_exit_now(self) -> None:
-        if self.state != "failed":
-            self.trainer.request_save()  # at once if the loop has ended; else the loop's stop saves
-        self.trainer.wait_until_idle(timeout=120)
+    def _leave_after_hangup(self) -> None:
+        if self.on_hangup == "stop" and self.live and not self.finished:
+            self.link.request("stop")  # then wait for the run to save and end (it closes the link)
+            deadline = time.monotonic() + 120
+            while getattr(self.link, "connected", False) and time.monotonic() < deadline:
+                time.sleep(0.05)
         os._exit(self.exit_code)
 
 
@@ -402,28 +568,25 @@ def _short_name(corpus: str) -> str:
     return corpus.rsplit("/", 1)[-1] if "/" in corpus and not corpus.startswith("Python") else corpus
 
 
-def run_app(trainer: Trainer, preset: str = "custom") -> int:
-    """Run the dashboard until the person quits; print where the results are; return the exit code."""
-    # Step events twice a second: the panels have little new to show in between, and each
-    # update costs the training thread a little. (The chart redraws once a second.)
-    trainer.event_interval_s = max(trainer.event_interval_s, 0.5)
-    app = ChargptApp(trainer, preset)
+def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach") -> int:
+    """Run the dashboard on a run until the person leaves it; say what became of the run; return
+    the exit status (the run's, when it ended while watched; 0 after a detach)."""
+    app = ChargptApp(link, preset, on_hangup)
     code = app.run()
-    result = app.result
-    if result is not None and trainer.run_dir is not None:
-        how = result.status
+    run_dir = link.run_dir
+    if app.outcome == DETACHED:
+        pid = f" (process {app.pid})" if app.pid else ""
+        print(f"detached: training goes on{pid}. Come back with: chargpt-tui attach {run_dir}")
+        return 0
+    ended = app.ended
+    if ended is not None:
+        how = ended.status
         if app.exit_code > 128:
             how = f"stopped by {signal.Signals(app.exit_code - 128).name}"
-        best = f"best val loss {result.best_val_loss:.4f} at step {result.best_iter}" if result.best_iter >= 0 else ""
-        parts = (f"{how} at step {result.iter}", best, f"checkpoints in {trainer.run_dir.path}")
-        print("; ".join(p for p in parts if p))
-        if result.error:
-            print(f"chargpt-tui: {result.error}", file=sys.stderr)
-        elif (unsaved := trainer.unsaved_warning(result.iter)) is not None:
-            print(f"chargpt-tui: {unsaved}", file=sys.stderr)
-            code = code or 1
-    if code is None:
-        code = app.return_code or 0
-    if result is not None and result.status == "failed" and code == 0:
-        code = 1
-    return code
+        print(f"{how} {ended.summary}")
+        if ended.warning:
+            print(f"chargpt-tui: {ended.warning}", file=sys.stderr)
+        if app.exit_code:
+            return app.exit_code
+        return ended.exit_code
+    return code if code is not None else (app.return_code or 0)

@@ -10,20 +10,24 @@ Bad usage and bad input end with one line on stderr and exit status 2, never a t
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.checkpoint import CheckpointError, configs_from_checkpoint, load_checkpoint, model_from_checkpoint
+# Only what parsing and error reporting need: PyTorch is loaded by the commands that use it, so
+# that `attach` and `runs` (and a dashboard, whose training runs in another process) start fast.
 from model.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, ConfigError, GPTConfig, TrainConfig, build_configs
-from model.data import BUILTIN_CORPUS_NAME, Corpus, CorpusError
-from model.rundir import MetricsLog, RunDir, RunDirError
-from model.tokenizer import CharTokenizer
+from model.errors import CheckpointError, CorpusError
+from model.rundir import RunDir, RunDirError
 
 from . import __version__
+from .run_link import AttachError
+
+if TYPE_CHECKING:
+    from model.data import Corpus
+    from model.tokenizer import CharTokenizer
 
 PROG = "chargpt-tui"
 EXIT_USAGE = 2
@@ -115,6 +119,10 @@ def train_parser() -> argparse.ArgumentParser:
                    help="run directory (default: runs/<text>-<time>; on resume: the checkpoint's)")
     r.add_argument("--resume", metavar="CKPT", help="continue training from a checkpoint")
     r.add_argument("--headless", action="store_true", help="plain log lines instead of the dashboard")
+    r.add_argument("--on-hangup", choices=("detach", "stop"), default="detach",
+                   help="when the terminal goes away (SIGHUP): training goes on (detach), or stops with a "
+                   "checkpoint (stop) (detach)")
+    r.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)  # the dashboard's training process
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
@@ -129,6 +137,23 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely characters")
     p.add_argument("--seed", type=non_negative_int, default=1337, help="random seed (1337)")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run the model (cpu)")
+    return p
+
+
+def attach_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} attach", description="Open the dashboard on a run: live if it is training, else "
+                "as it was left. Detach with d; the run goes on.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                   help="the run directory (default: the run training under runs/; a choice if several are)")
+    p.add_argument("--root", default="runs", help=argparse.SUPPRESS)
+    return p
+
+
+def runs_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} runs", description="List the runs in a folder: state, step, best validation loss, "
+                "training time and text.")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="the folder of run directories (runs)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
     return p
 
 
@@ -157,8 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sample_command(sample_parser().parse_args(argv[1:]))
         if argv and argv[0] == "bench":
             return bench_command(bench_parser().parse_args(argv[1:]))
-        return train_command(train_parser().parse_args(argv))
-    except (UsageError, ConfigError, CorpusError, CheckpointError, RunDirError) as exc:
+        if argv and argv[0] == "attach":
+            return attach_command(attach_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "runs":
+            return runs_command(runs_parser().parse_args(argv[1:]))
+        return train_command(train_parser().parse_args(argv), argv)
+    except (UsageError, ConfigError, CorpusError, CheckpointError, RunDirError, AttachError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -172,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---- training ----------------------------------------------------------------------------------
 def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, TrainConfig, RunDir, dict[str, Any] | None]:
     """Everything that can fail on bad input, checked before anything is written."""
+    from model.checkpoint import configs_from_checkpoint, load_checkpoint
+    from model.tokenizer import CharTokenizer
+
     overrides = {name: getattr(args, name) for name in (*MODEL_FLAGS, *TRAIN_FLAGS)}
     resume_state = None
     if args.resume:
@@ -212,6 +244,8 @@ def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, Train
 
 
 def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state: dict[str, Any] | None) -> Corpus:
+    from model.data import BUILTIN_CORPUS_NAME, Corpus
+
     name = text
     if name is None and resume_state is not None:
         saved = resume_state.get("corpus", {})
@@ -231,73 +265,93 @@ def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state
         raise
 
 
-def train_command(args: argparse.Namespace) -> int:
-    corpus, model_config, train_config, run_dir, resume_state = prepare_training(args)
-    from model.device import tune_malloc
-    from model.trainer import Trainer
+def train_command(args: argparse.Namespace, argv: list[str]) -> int:
+    prepared = prepare_training(args)
+    preset = args.preset or ("seed" if not args.resume else None)
+    if args.headless or args.spawned or not sys.stdout.isatty():
+        from .run_process import train_here
 
-    tune_malloc()
+        command = [PROG, *(a for a in argv if a != "--spawned")]
+        return train_here(prepared, preset, str(args.resume) if args.resume else None, command,
+                          on_hangup=args.on_hangup, spawned=args.spawned)
+    from .launch import launch_dashboard
 
-    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state)
-    run_dir.write_config({
-        "model": asdict(model_config),
-        "train": asdict(train_config),
-        "preset": args.preset or ("seed" if not args.resume else None),
-        "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus)},
-        "vocab": "".join(corpus.tokenizer.chars),
-        "resumed_from": str(args.resume) if args.resume else None,
-        "command": [PROG, *sys.argv[1:]],
-        "version": __version__,
-    })
-    metrics = MetricsLog(run_dir.metrics_path)
-    trainer.add_listener(metrics)
-    try:
-        if args.headless or not sys.stdout.isatty():
-            return run_headless(trainer)
-        from .app import run_app
-
-        return run_app(trainer, args.preset or ("resumed" if args.resume else "seed"))
-    finally:
-        metrics.close()
+    run_dir = prepared[3].path
+    del prepared  # the text and the checkpoint are the training process's to load
+    return launch_dashboard(argv, run_dir, preset or "resumed", args.on_hangup)
 
 
-def run_headless(trainer: Any) -> int:
-    from .headless import HeadlessPrinter
+# ---- runs that train elsewhere: attach and list ------------------------------------------------
+def attach_command(args: argparse.Namespace) -> int:
+    from .run_link import open_link
+    from .runs import list_runs
 
-    trainer.add_listener(HeadlessPrinter())
-    caught: list[int] = []
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        if run_dir.is_file():  # a checkpoint or a file of the run: its folder
+            run_dir = run_dir.parent
+    else:
+        running = [r for r in list_runs(Path(args.root)) if r.state == "running"]
+        if not running:
+            raise UsageError(f"no run is training under {args.root}/; name a run directory to look at one "
+                             f"(`{PROG} runs` lists them)")
+        run_dir = Path(running[0].path) if len(running) == 1 else Path(_choose(running).path)
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        raise UsageError(f"attach shows the dashboard and needs a terminal; the run's log is {run_dir / 'train.log'}")
+    link = open_link(run_dir)
+    from .app import run_app
 
-    def on_signal(signum: int, _frame: object) -> None:
-        # First signal: stop at the next step boundary and save. A second Ctrl-C ends at once.
-        caught.append(signum)
-        trainer.stop()
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return run_app(link)
 
-    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    previous = {s: signal.signal(s, on_signal) for s in handled}
-    try:
-        result = trainer.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    unsaved = trainer.unsaved_warning(result.iter) if result.status != "failed" else None
-    if caught:
-        name = signal.Signals(caught[0]).name
-        saved = trainer.run_dir.ckpt_path if trainer.run_dir and not unsaved else None
-        print(f"{PROG}: stopped by {name} at step {result.iter}" + (f"; checkpoint: {saved}" if saved else ""),
-              file=sys.stderr)
-    if unsaved:
-        print(f"{PROG}: {unsaved}", file=sys.stderr)
-    if caught:
-        return 128 + caught[0]
-    return EXIT_FAILED if result.status == "failed" or unsaved else 0
+
+def _choose(running: list[Any]) -> Any:
+    """Several runs train: ask which (a terminal), or name them (a script)."""
+    names = [f"{r.path} (pid {r.pid}, step {r.iter}/{r.max_iters})" for r in running]
+    if not sys.stdin.isatty():
+        raise UsageError(f"{len(running)} runs are training; name one: " + ", ".join(names))
+    for n, name in enumerate(names, 1):
+        print(f"  {n}  {name}")
+    while True:
+        try:
+            answer = input(f"attach to which run? [1-{len(names)}] ")
+        except EOFError:
+            raise UsageError("no run chosen") from None
+        if answer.strip().isdigit() and 1 <= int(answer) <= len(names):
+            return running[int(answer) - 1]
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    from .format import duration
+    from .runs import list_runs
+
+    root = Path(args.dir or "runs")
+    if args.dir and not root.is_dir():
+        raise UsageError(f"{root}: no such directory")
+    runs = list_runs(root)
+    if args.json:
+        for run in runs:
+            print(run.to_json())
+        return 0
+    if not runs:
+        print(f"no runs under {root}/")
+        return 0
+    rows = [("RUN", "STATE", "STEP", "BEST VAL", "TIME", "CORPUS")]
+    for r in runs:
+        state = f"running (pid {r.pid})" if r.state == "running" and r.pid else r.state
+        step = f"{r.iter}/{r.max_iters}" if r.max_iters else str(r.iter)
+        best = f"{r.best_val_loss:.4f} @{r.best_iter}" if r.best_val_loss is not None else "-"
+        rows.append((r.name, state, step, best, duration(r.elapsed_s), Path(r.corpus).name or r.corpus))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
 
 
 # ---- sampling ----------------------------------------------------------------------------------
 def sample_command(args: argparse.Namespace) -> int:
     import torch
 
+    from model.checkpoint import load_checkpoint, model_from_checkpoint
     from model.device import choose_device
 
     state = load_checkpoint(args.checkpoint)

@@ -28,15 +28,12 @@ from typing import Any, BinaryIO
 import torch
 
 from .config import GPTConfig, TrainConfig
+from .errors import CheckpointError
 from .gpt import GPT
 from .tokenizer import CharTokenizer
 
 FORMAT = "chargpt-tui checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or used. The message is one line meant for the user."""
 
 
 PathLike = str | os.PathLike[str]

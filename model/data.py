@@ -11,15 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CorpusError
 from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
 TRAIN_FRACTION = 0.9
 BUILTIN_CORPUS_NAME = "python-stdlib"
 BUILTIN_CORPUS_MAX_BYTES = 4 * 1024 * 1024
-
-
-class CorpusError(ValueError):
-    """The text cannot be used for training. The message is one line meant for the user."""
 
 
 def min_chars_for(block_size: int) -> int:

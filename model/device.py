@@ -167,8 +167,11 @@ def measure_matmul_flops(device: torch.device, dtype: str, size: int = 1024, rep
     """The best rate of `repeats` size x size matmuls: the best run, not the mean, because other
     work on the machine (the app starting up, say) only ever makes a run slower."""
     torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    a = torch.randn(size, size, device=device, dtype=torch_dtype)
-    b = torch.randn(size, size, device=device, dtype=torch_dtype)
+    # A generator of its own: drawing from torch's global one would change the dropout masks
+    # of the training that follows, so a run would depend on whether this was measured.
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
     a @ b  # warm up kernels and caches
     best = float("inf")
     for _ in range(repeats):

@@ -152,3 +152,6 @@ _KINDS: dict[type, str] = {
     Failed: "failed",
     Diverged: "diverged",
 }
+
+# kind -> class: how a record from metrics.jsonl or a viewer's socket becomes an event again
+BY_KIND: dict[str, type[Event]] = {kind: cls for cls, kind in _KINDS.items()}

@@ -40,3 +40,10 @@ class LossHistory:
 
     def pairs(self) -> tuple[tuple[float, float], ...]:
         return tuple(zip(self.iters, self.losses))
+
+    def truncate_after(self, it: float) -> None:
+        """Forget the points after iteration `it` (a run resumed from an earlier checkpoint)."""
+        keep = len(self.iters)
+        while keep and self.iters[keep - 1] > it:
+            keep -= 1
+        del self.iters[keep:], self.losses[keep:]

@@ -1,4 +1,6 @@
-"""The dashboard, driven with Textual's Pilot at 80x24 on a tiny model and a generated text."""
+"""The dashboard, driven with Textual's Pilot at 80x24 on a tiny model and a generated text. The
+run trains in a thread of the test's process and is served on a real Unix socket
+(tests/serving.py): each dashboard is a viewer attached to it, as to a training process."""
 
 from __future__ import annotations
 
@@ -6,18 +8,20 @@ import asyncio
 import errno
 import gc
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny_configs
 from rich.console import Console
+from serving import ServedRun
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from chargpt_tui.app import ChargptApp
-from chargpt_tui.screens import GenerateScreen, HelpScreen
+from chargpt_tui.app import DETACHED, ChargptApp
+from chargpt_tui.run_link import RunOnDisk
+from chargpt_tui.screens import GenerateScreen, HelpScreen, QuitScreen
 from model import events as ev
 from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint
@@ -26,6 +30,7 @@ from model.rundir import RunDir
 from model.trainer import Trainer
 
 SIZE = (80, 24)
+Dashboard = Callable[..., tuple[ChargptApp, ServedRun]]
 
 
 async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -38,12 +43,25 @@ async def wait_for(pilot: Pilot, condition: Callable[[], bool], timeout: float =
         await pilot.pause(0.02)
 
 
-def make_app(corpus: Corpus, tmp_path: Path, **train: object) -> ChargptApp:
-    model_config, train_config = tiny_configs(corpus, **train)
-    run_dir = RunDir(tmp_path / "run")
-    run_dir.prepare()
-    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.05)
-    return ChargptApp(trainer, preset="test")
+@pytest.fixture
+def dashboard(corpus: Corpus, tmp_path: Path) -> Iterator[Dashboard]:
+    """make(start=True, **train) -> (app, run): a dashboard attached to a served run. The run
+    starts training at once unless start=False (then run.start() after changing the trainer)."""
+    runs: list[ServedRun] = []
+
+    def make(start: bool = True, **train: object) -> tuple[ChargptApp, ServedRun]:
+        model_config, train_config = tiny_configs(corpus, **train)
+        run_dir = RunDir(tmp_path / "run")
+        run_dir.prepare()
+        trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.05,
+                          on_divergence="pause")
+        run = ServedRun(trainer, start=start, memory_interval_s=0.2, preset="test")
+        runs.append(run)
+        return ChargptApp(run.client()), run
+
+    yield make
+    for run in runs:
+        run.close()
 
 
 def rendered(widget: object) -> str:
@@ -57,17 +75,17 @@ def log_text(app: ChargptApp) -> str:
     return "".join(line.text for line in app.messages.lines)
 
 
-async def test_panels_fill_and_the_chart_receives_points(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=40, eval_interval=20, sample_interval=20)
+async def test_panels_fill_and_the_chart_receives_points(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=40, eval_interval=20, sample_interval=20)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state == "finished")
-        await wait_for(pilot, lambda: app.chart.redraws >= 2)
+        await wait_for(pilot, lambda: app.chart.redraws >= 2 and "RSS" in rendered(app.device_panel))
         assert len(app.chart.raw) == 40 and len(app.chart.evals) == 3
         assert app.samples.latest_iter == 40
         assert app.progress.iter == 40
         assert app.device_panel.tokens_per_s > 0
         device_text = rendered(app.device_panel)
-        assert "tok/s" in device_text and "float32" in device_text and "RSS" in device_text
+        assert "tok/s" in device_text and "float32" in device_text
         progress_text = rendered(app.progress)
         assert "100%" in progress_text and "step 40 / 40" in progress_text and "elapsed" in progress_text
         assert "best val" in app.status.detail
@@ -78,29 +96,28 @@ async def test_panels_fill_and_the_chart_receives_points(corpus: Corpus, tmp_pat
             assert region.right <= SIZE[0] and region.bottom <= SIZE[1]
 
 
-async def test_pause_stops_training_and_resume_continues(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+async def test_pause_stops_training_and_resume_continues(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 3)
         await pilot.press("p")
         assert app.pause_requested
         await wait_for(pilot, lambda: app.state == "paused")
-        paused_at = app.trainer.iter
+        paused_at = run.trainer.iter
         # an evaluation while paused comes and goes; the step count does not move
         evals = len(app.chart.evals)
         await pilot.press("e")
         await wait_for(pilot, lambda: len(app.chart.evals) == evals + 1)
-        assert app.trainer.iter == paused_at and app.state == "paused"
+        assert run.trainer.iter == paused_at and app.state == "paused"
         await pilot.press("p")
-        await wait_for(pilot, lambda: app.trainer.iter > paused_at + 2)
-        assert app.state == "training"
+        await wait_for(pilot, lambda: run.trainer.iter > paused_at + 2)
+        await wait_for(pilot, lambda: app.state == "training")
         await pilot.press("space")
         await wait_for(pilot, lambda: app.state == "paused")
-        app.trainer.stop()
 
 
-async def test_s_writes_a_checkpoint_that_loads(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+async def test_s_writes_a_checkpoint_that_loads(dashboard: Dashboard, tmp_path: Path) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     ckpt = tmp_path / "run" / "ckpt.pt"
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 5)
@@ -109,11 +126,10 @@ async def test_s_writes_a_checkpoint_that_loads(corpus: Corpus, tmp_path: Path) 
         await wait_for(pilot, lambda: "saved" in log_text(app) and ckpt.exists())
         state = load_checkpoint(ckpt)
         assert state["iter"] >= 5
-        app.trainer.stop()
 
 
-async def test_g_streams_generated_text_into_the_modal(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+async def test_g_streams_generated_text_into_the_modal(dashboard: Dashboard, corpus: Corpus) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 2)
         await pilot.press("g")
@@ -126,7 +142,7 @@ async def test_g_streams_generated_text_into_the_modal(corpus: Corpus, tmp_path:
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(screen.generated) == 40)
         assert set(screen.generated) <= set(corpus.tokenizer.chars)
-        assert app.trainer.iter > 2  # training went on
+        assert run.trainer.iter > 2  # training went on
         # characters outside the vocabulary are pointed out, not crashed on
         screen.query_one("#prompt", Input).value = "The €"
         problem = screen.query_one("#generate-problem")
@@ -144,22 +160,56 @@ async def test_g_streams_generated_text_into_the_modal(corpus: Corpus, tmp_path:
         await wait_for(pilot, lambda: len(screen.generated) == 40)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
-        app.trainer.stop()
 
 
-async def test_q_saves_and_exits(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+async def test_q_asks_first_then_stops_the_run_with_a_checkpoint(dashboard: Dashboard, tmp_path: Path) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 5)
         await pilot.press("q")
-        await wait_for(pilot, lambda: app.result is not None)
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("escape")  # cancelled: nothing changes
+        await wait_for(pilot, lambda: not isinstance(app.screen, QuitScreen))
+        at = run.trainer.iter
+        await wait_for(pilot, lambda: run.trainer.iter > at)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("q")
+        await wait_for(pilot, lambda: run.result is not None)
     assert app.return_value == 0
-    assert app.result is not None and app.result.status == "stopped"
-    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == app.result.iter
+    assert app.ended is not None and app.ended.status == "stopped"
+    assert run.result is not None and run.result.status == "stopped"
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == run.result.iter
 
 
-async def test_finished_app_stays_usable(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=10, eval_interval=10)
+async def test_d_detaches_and_training_goes_on(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 5)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("d")  # from the question, as from the dashboard
+    assert app.outcome == DETACHED and app.return_value == 0
+    at = run.trainer.iter
+    deadline = asyncio.get_running_loop().time() + 30
+    while run.trainer.iter < at + 20:
+        assert asyncio.get_running_loop().time() < deadline, "training did not go on"
+        await asyncio.sleep(0.05)
+    assert run.result is None and not run.trainer.stop_requested
+
+
+async def test_ctrl_q_stops_without_asking(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 5)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: run.result is not None)
+    assert run.result is not None and run.result.status == "stopped"
+    assert app.ended is not None
+
+
+async def test_finished_app_stays_usable(dashboard: Dashboard, tmp_path: Path) -> None:
+    app, run = dashboard(max_iters=10, eval_interval=10)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state == "finished")
         await pilot.press("question_mark")
@@ -177,7 +227,7 @@ async def test_finished_app_stays_usable(corpus: Corpus, tmp_path: Path) -> None
         assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 10
         await pilot.press("l")
         assert app.chart.log_scale
-        await pilot.press("q")
+        await pilot.press("q")  # a finished run: no question
     assert app.return_value == 0
 
 
@@ -189,32 +239,35 @@ async def test_resume_redraws_the_chart_history(corpus: Corpus, tmp_path: Path) 
     state = load_checkpoint(first.ckpt_path)
     train_config = type(train_config)(**{**train_config.__dict__, "max_iters": 30})
     trainer = Trainer(corpus, model_config, train_config, run_dir=first, resume=state)
-    app = ChargptApp(trainer)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.state == "finished")
-        assert [e[0] for e in app.chart.evals] == [0, 10, 20, 30]
-        assert len(app.chart.raw) == 30
+    with ServedRun(trainer) as run:
+        app = ChargptApp(run.client())
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.state == "finished")
+            assert [e[0] for e in app.chart.evals] == [0, 10, 20, 30]
+            assert len(app.chart.raw) == 30
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)])
-async def test_layout_fits(corpus: Corpus, tmp_path: Path, size: tuple[int, int]) -> None:
-    app = make_app(corpus, tmp_path, max_iters=5, eval_interval=5)
+async def test_layout_fits(dashboard: Dashboard, size: tuple[int, int]) -> None:
+    app, run = dashboard(max_iters=5, eval_interval=5)
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.state == "finished")
         assert app.chart.region.height >= 10 and app.samples.region.height >= 5
         assert app.chart.region.width >= size[0] // 2
 
 
-async def test_an_error_in_the_training_worker_is_shown_and_the_app_stays_open(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=40, eval_interval=10)
-    step = app.trainer.train_step
+async def test_an_error_in_the_training_loop_is_shown_and_the_app_stays_open(dashboard: Dashboard,
+                                                                             tmp_path: Path) -> None:
+    app, run = dashboard(start=False, max_iters=40, eval_interval=10)
+    step = run.trainer.train_step
 
     def broken_step(it: int) -> None:
         if it == 15:
             raise RuntimeError("simulated bug in step 15")
         step(it)
 
-    app.trainer.train_step = broken_step  # type: ignore[method-assign]
+    run.trainer.train_step = broken_step  # type: ignore[method-assign]
+    run.start()
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state == "failed")
         assert "simulated bug in step 15" in log_text(app)
@@ -226,33 +279,35 @@ async def test_an_error_in_the_training_worker_is_shown_and_the_app_stays_open(c
         assert app.is_running
         await pilot.press("q")
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 10
-    assert app.result is not None and app.result.status == "failed"
+    assert run.result is not None and run.result.status == "failed"
 
 
-async def test_a_nan_loss_holds_the_dashboard_paused_and_saves_nothing(corpus: Corpus, tmp_path: Path) -> None:
-    app = make_app(corpus, tmp_path, max_iters=1000, eval_interval=10)
+async def test_a_nan_loss_holds_the_dashboard_paused_and_saves_nothing(dashboard: Dashboard, tmp_path: Path) -> None:
+    app, run = dashboard(start=False, max_iters=1000, eval_interval=10)
+    trainer = run.trainer
 
     def poison(event: ev.Event) -> None:  # runs in the training thread, between steps
         if isinstance(event, ev.CheckpointSaved) and event.iter == 20:
             with torch.no_grad():
-                app.trainer.model.lm_head.weight.fill_(float("nan"))
+                trainer.model.lm_head.weight.fill_(float("nan"))
 
-    app.trainer.add_listener(poison)
+    trainer.add_listener(poison)
+    run.start()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.trainer.diverged is not None and app.state == "paused")
+        await wait_for(pilot, lambda: trainer.diverged is not None and app.state == "paused" and app.diverged)
         assert "nan" in log_text(app) and "ckpt.pt (step 20) is kept" in log_text(app)
-        held_at = app.trainer.iter
+        held_at = trainer.iter
         await pilot.press("space")  # resuming is refused: these weights cannot be trained on
         await pilot.press("s")
         await wait_for(pilot, lambda: "not saved" in log_text(app))
-        assert app.state == "paused" and app.trainer.paused and app.trainer.iter == held_at
-        await pilot.press("q")
-        await wait_for(pilot, lambda: app.result is not None)
-    assert app.result is not None and app.result.status == "failed"
+        assert app.state == "paused" and trainer.paused and trainer.iter == held_at
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: run.result is not None)
+    assert run.result is not None and run.result.status == "failed"
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 20
 
 
-async def test_a_failed_save_is_reported_and_training_goes_on(corpus: Corpus, tmp_path: Path,
+async def test_a_failed_save_is_reported_and_training_goes_on(dashboard: Dashboard, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     real_save = trainer_module.save_checkpoint
     calls = []
@@ -264,7 +319,7 @@ async def test_a_failed_save_is_reported_and_training_goes_on(corpus: Corpus, tm
         real_save(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", disk_full_after_the_first)
-    app = make_app(corpus, tmp_path, max_iters=30, eval_interval=10)
+    app, run = dashboard(max_iters=30, eval_interval=10)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state == "finished")
         assert "could not save" in log_text(app) and "No space left on device" in log_text(app)
@@ -273,7 +328,58 @@ async def test_a_failed_save_is_reported_and_training_goes_on(corpus: Corpus, tm
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter"] == 0
 
 
-async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(corpus: Corpus, tmp_path: Path) -> None:
+async def test_a_late_viewer_sees_the_history_and_every_viewer_sees_a_pause(dashboard: Dashboard) -> None:
+    first, run = dashboard(max_iters=1_000_000, eval_interval=50, sample_interval=50)
+    async with first.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: first.progress.iter >= 120 and len(first.chart.evals) >= 3)
+        second = ChargptApp(run.client())
+        async with second.run_test(size=SIZE) as pilot2:
+            await wait_for(pilot2, lambda: second.caught_up and second.progress.iter >= 120)
+            # the whole history, the evaluations, the samples and the messages, then live
+            assert len(second.chart.raw) >= 120 and len(second.chart.evals) >= 3
+            assert second.samples.latest_iter is not None and second.samples.latest_iter >= 100
+            assert "step 50: train" in log_text(second) and "attached at step" in log_text(second)
+            assert second.preset == "test"  # from the run, not the viewer
+            await pilot2.press("p")  # a pause from one viewer shows on the other
+            await wait_for(pilot, lambda: first.state == "paused" and first.pause_requested)
+            await wait_for(pilot2, lambda: second.state == "paused")
+            await pilot.press("p")  # and a resume the other way
+            await wait_for(pilot2, lambda: second.state == "training")
+            await pilot2.press("d")
+        # the second viewer left; nothing changed for the first, or for the run
+        at = run.trainer.iter
+        await wait_for(pilot, lambda: first.progress.iter > at + 10)
+        assert first.state == "training" and run.result is None
+
+
+async def test_a_run_that_is_not_running_is_shown_as_it_was_left(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=30, eval_interval=10, sample_interval=10)
+    run_dir = RunDir(tmp_path / "done")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    with ServedRun(trainer) as run:
+        run.thread.join(timeout=60)
+    app = ChargptApp(RunOnDisk(run_dir.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.caught_up and not app.live and app.finished)
+        assert len(app.chart.raw) == 30 and [e[0] for e in app.chart.evals] == [0, 10, 20, 30]
+        assert app.state == "finished" and "not running" in app.status.detail
+        assert app.samples.latest_iter == 30
+        await pilot.press("p")  # nothing to steer: it says so, and never trains
+        assert not app.pause_requested
+        await pilot.press("g")  # generates from its ckpt.pt
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        screen = app.screen
+        screen.query_one("#max-tokens", Input).value = "25"
+        screen.query_one("#prompt", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.generated) == 25)
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(dashboard: Dashboard) -> None:
     from textual.widgets._footer import FooterKey
 
     def footer_keys() -> tuple[int, int]:
@@ -281,7 +387,7 @@ async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(corp
         keys = [o for o in gc.get_objects() if isinstance(o, FooterKey)]
         return len(keys), sum(1 for k in keys if k.is_attached)
 
-    app = make_app(corpus, tmp_path, max_iters=1_000_000, eval_interval=1_000_000)
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 1)
         await pilot.press("p")  # paused, so that Pilot's presses do not wait on a busy screen
@@ -293,6 +399,5 @@ async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(corp
             await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
         await pilot.pause(0.1)
         alive, attached = footer_keys()
-        app.trainer.stop()
     # the footer's current keys, and perhaps a set being replaced; not 40 sets
     assert attached > 0 and alive <= 3 * attached, (alive, attached)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
-import torch
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,7 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Log, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from model.gpt import GPT
+if TYPE_CHECKING:
+    from model.gpt import GPT
+
 from model.tokenizer import CharTokenizer
 
 
@@ -30,7 +31,7 @@ class GenerateScreen(ModalScreen[None]):
             super().__init__()
             self.text = text
 
-    def __init__(self, snapshot: Callable[[], Future[GPT]], tokenizer: CharTokenizer, seed: int = 1337) -> None:
+    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, seed: int = 1337) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.tokenizer = tokenizer
@@ -94,7 +95,9 @@ class GenerateScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def generate(self, prompt: str, max_tokens: int, temperature: float, top_k: int | None) -> None:
         worker = get_current_worker()
-        model = self.snapshot().result()  # a copy of the weights, taken between training steps
+        import torch  # here, not at the top: a viewer starts without PyTorch
+
+        model = self.snapshot()  # the weights as they are now, taken between training steps
         device = next(model.parameters()).device
         ids = self.tokenizer.encode(prompt) if prompt else [self.tokenizer.start_id()]
         context = torch.tensor([ids], dtype=torch.long, device=device)

@@ -14,7 +14,9 @@ KEYS = (
     ("g", "generate text from the model as it is now"),
     ("e", "evaluate train and val loss now"),
     ("l", "log / linear loss axis"),
-    ("q, ctrl+q", "save a checkpoint, then quit"),
+    ("d", "detach: close the dashboard, training goes on"),
+    ("q", "quit; while training, asks: stop the run, or detach"),
+    ("ctrl+q, ctrl+c", "stop the run with a checkpoint, then quit"),
     ("ctrl+p", "command palette"),
     ("?, F1", "this help"),
 )

@@ -1,0 +1,349 @@
+"""The dashboard's side of a run: what it is told, and how it asks for things.
+
+Two kinds of link, one interface, so that the dashboard is the same whoever trains:
+- RunClient: connected to a training process's socket (runtime.py says where it is).
+- RunOnDisk: a run that is not running, read back from its directory; it steers nothing, and
+  generates from its ckpt.pt.
+
+A link reports in notices (the dataclasses below), from a thread of its own, through the
+callback given to start(); requests never block the caller on the training process.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from model import events as ev
+
+from . import protocol
+from .runs import read_config, read_journal, summarize
+from .runtime import ServerInfo, is_running
+
+if TYPE_CHECKING:  # PyTorch is loaded only to generate: a viewer starts without it
+    from model.gpt import GPT
+
+
+class AttachError(Exception):
+    """The run cannot be attached to. One line for the user, exit status 2."""
+
+
+# ---- notices: what a link tells the dashboard ----------------------------------------------------
+@dataclass(frozen=True)
+class Attached:
+    live: bool  # False: a run that is not running, read from disk
+    vocab: str
+    preset: str | None
+    peak_flops: float | None
+    paused: bool
+    pid: int | None = None
+    viewer: int | None = None
+
+
+@dataclass(frozen=True)
+class EventReported:
+    event: ev.Event
+    at: float  # wall-clock time it happened (0: not known)
+    replay: bool  # part of the catch-up after attaching
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    pass
+
+
+@dataclass(frozen=True)
+class ControlRequested:
+    op: str
+    by: int  # the viewer that asked
+
+
+@dataclass(frozen=True)
+class MemoryReported:
+    memory: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RequestRefused:
+    error: str
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    status: str  # finished, stopped, failed
+    iter: int
+    exit_code: int
+    summary: str
+    warning: str | None
+
+
+@dataclass(frozen=True)
+class NotRunning:
+    state: str  # finished, stopped, failed, crashed
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str
+    still_running: bool  # the process lives (this viewer was cut off): attach again
+
+
+Notice = Attached | EventReported | CaughtUp | ControlRequested | MemoryReported | RequestRefused | RunEnded | \
+    NotRunning | Disconnected
+Notify = Callable[[Notice], None]
+
+
+class RunLink:
+    run_dir: Path
+    live = False
+
+    def start(self, notify: Notify) -> None:
+        raise NotImplementedError
+
+    def request(self, op: str) -> None:
+        raise NotImplementedError
+
+    def snapshot(self) -> GPT:
+        """The weights as they are now (blocks: call it from a worker thread)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def load_snapshot(run_dir: Path) -> GPT:
+    from .runs import load_run_model
+
+    return load_run_model(run_dir)
+
+
+# ---- a running run ----------------------------------------------------------------------------------
+class RunClient(RunLink):
+    live = True
+
+    def __init__(self, run_dir: Path, connect_timeout_s: float = 5.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.connect_timeout_s = connect_timeout_s
+        self._sock: socket.socket | None = None
+        self._file: BinaryIO | None = None
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._snapshots: dict[int, Future[GPT]] = {}
+        self._closing = False
+        self._notify: Notify | None = None
+        self.connected = False
+        self.ended = False  # the run's process said its training ended
+
+    def connect(self) -> None:
+        info = ServerInfo.read(self.run_dir)
+        if info is None or not is_running(self.run_dir):
+            raise AttachError(f"{self.run_dir} is not running")
+        if info.host != socket.gethostname():
+            raise AttachError(f"{self.run_dir} is training on {info.host} (pid {info.pid}); attach from there")
+        if info.protocol != protocol.PROTOCOL_VERSION:
+            raise AttachError(f"{self.run_dir} is served with protocol version {info.protocol}; "
+                              f"this chargpt-tui speaks {protocol.PROTOCOL_VERSION}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.connect_timeout_s)
+        try:
+            sock.connect(info.socket)
+        except PermissionError:
+            sock.close()
+            raise AttachError(f"{self.run_dir}: permission denied "
+                              "(only the user who started a run can attach)") from None
+        except OSError as exc:
+            sock.close()
+            raise AttachError(f"cannot reach the run's process {info.pid} at {info.socket} "
+                              f"({exc.strerror or exc})") from None
+        sock.settimeout(None)
+        self._sock, self._file = sock, sock.makefile("rb")
+        self._closing = False
+        self.connected = True
+
+    def start(self, notify: Notify) -> None:
+        self._notify = notify
+        if self._sock is None:
+            self.connect()
+        threading.Thread(target=self._read, name="run-client", daemon=True).start()
+
+    def reconnect(self) -> None:
+        """After being cut off: a new connection, and the history again."""
+        assert self._notify is not None
+        self.close()
+        self.start(self._notify)
+
+    def _read(self) -> None:
+        notify, f = self._notify, self._file
+        assert notify is not None and f is not None
+        reason = "the run's process closed the connection"
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                frame = protocol.decode(line)
+                payload = f.read(int(frame["bytes"])) if "bytes" in frame else b""
+                if frame.get("type") == "bye":
+                    reason = str(frame.get("reason"))
+                notice = self._notice(frame, payload)
+                if notice is not None:
+                    notify(notice)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = f"connection lost ({exc})"
+        self.connected = False
+        for future in self._snapshots.values():
+            if not future.done():
+                future.set_exception(ConnectionError(reason))
+        self._snapshots.clear()
+        if self._closing:
+            return
+        running = is_running(self.run_dir)
+        notify(Disconnected(reason, running))
+        if not running:
+            notify(NotRunning(summarize(self.run_dir).state))
+
+    def _notice(self, frame: dict[str, Any], payload: bytes) -> Notice | None:
+        kind = frame.get("type")
+        if kind == "event":
+            try:
+                event = protocol.event_from_record(frame["event"])
+            except protocol.ProtocolError:
+                return None  # an event this version does not know
+            return EventReported(event, float(frame.get("at") or 0.0), bool(frame.get("replay")))
+        if kind == "hello":
+            return Attached(True, str(frame.get("vocab", "")), frame.get("preset"), frame.get("peak_flops"),
+                            bool(frame.get("paused")), frame.get("pid"), frame.get("viewer"))
+        if kind == "live":
+            return CaughtUp()
+        if kind == "control":
+            return ControlRequested(str(frame.get("op")), int(frame.get("by") or 0))
+        if kind == "memory":
+            return MemoryReported(dict(frame.get("memory") or {}))
+        if kind == "error":
+            future = self._snapshots.pop(frame.get("id"), None) if frame.get("id") is not None else None
+            if future is not None:
+                future.set_exception(RuntimeError(str(frame.get("error"))))
+                return None
+            return RequestRefused(str(frame.get("error")))
+        if kind == "snapshot":
+            future = self._snapshots.pop(frame.get("id"), None)
+            if future is not None:
+                try:
+                    future.set_result(_model_from_bytes(payload))
+                except Exception as exc:
+                    future.set_exception(exc)
+            return None
+        if kind == "ended":
+            self.ended = True
+            return RunEnded(str(frame.get("status")), int(frame.get("iter") or 0), int(frame.get("exit_code") or 0),
+                            str(frame.get("summary") or ""), frame.get("warning"))
+        return None  # "reply", and what a newer process may say
+
+    def request(self, op: str) -> int | None:
+        request_id = next(self._ids)
+        self._send({"op": op, "id": request_id})
+        return request_id
+
+    def _send(self, frame: dict[str, Any]) -> bool:
+        sock = self._sock
+        if sock is None or not self.connected:
+            if self._notify is not None:
+                self._notify(RequestRefused("the run is not running"))
+            return False
+        try:
+            with self._send_lock:
+                sock.sendall(protocol.encode(frame))
+        except OSError:
+            return False
+        return True
+
+    def snapshot(self, timeout: float = 120.0) -> GPT:
+        if not self.connected:
+            return load_snapshot(self.run_dir)
+        request_id = next(self._ids)
+        future: Future[GPT] = Future()
+        self._snapshots[request_id] = future
+        if not self._send({"op": "snapshot", "id": request_id}):
+            self._snapshots.pop(request_id, None)
+            return load_snapshot(self.run_dir)
+        try:
+            return future.result(timeout=timeout)
+        except ConnectionError:
+            return load_snapshot(self.run_dir)  # the run ended meanwhile: its last checkpoint
+
+    def close(self) -> None:
+        self._closing = True
+        self.connected = False
+        for thing in (self._file, self._sock):
+            if thing is not None:
+                try:
+                    if isinstance(thing, socket.socket):
+                        thing.shutdown(socket.SHUT_RDWR)
+                    thing.close()
+                except OSError:
+                    pass
+        self._sock = self._file = None
+
+
+def _model_from_bytes(payload: bytes) -> GPT:
+    import torch
+
+    from model.config import GPTConfig
+    from model.gpt import GPT
+
+    state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model
+
+
+# ---- a run that is not running ----------------------------------------------------------------------
+@dataclass
+class RunOnDisk(RunLink):
+    run_dir: Path
+    notify: Notify | None = field(default=None, repr=False)
+
+    def start(self, notify: Notify) -> None:
+        self.notify = notify
+        threading.Thread(target=self._replay, name="run-on-disk", daemon=True).start()
+
+    def _replay(self) -> None:
+        assert self.notify is not None
+        config = read_config(self.run_dir)
+        journal = read_journal(self.run_dir)
+        self.notify(Attached(False, str(config.get("vocab", "")), config.get("preset"), None, False))
+        for event, at in journal.catch_up():
+            self.notify(EventReported(event, at, True))
+        self.notify(CaughtUp())
+        self.notify(NotRunning(summarize(self.run_dir).state))
+
+    def request(self, op: str) -> None:
+        if self.notify is not None:
+            self.notify(RequestRefused(f"the run is not running; train on with: chargpt-tui --resume "
+                                       f"{self.run_dir / 'ckpt.pt'}"))
+
+    def snapshot(self) -> GPT:
+        return load_snapshot(self.run_dir)
+
+
+def open_link(run_dir: Path) -> RunLink:
+    """A client of the run's process if it is running, else the run read from disk."""
+    if not run_dir.is_dir():
+        raise AttachError(f"{run_dir}: no such run directory")
+    from .runs import is_run_dir
+
+    if not is_run_dir(run_dir):
+        raise AttachError(f"{run_dir} is not a run directory (no config.json or metrics.jsonl)")
+    if is_running(run_dir):
+        client = RunClient(run_dir)
+        client.connect()
+        return client
+    return RunOnDisk(run_dir)

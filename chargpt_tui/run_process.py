@@ -1,0 +1,169 @@
+"""The process that owns a run: it holds the run directory's lock, trains, writes the
+checkpoints, metrics.jsonl and log lines, and serves viewers on a private Unix socket.
+
+Started by a person (`--headless`, nohup, a batch job) or by a dashboard (`chargpt-tui TEXT` on
+a terminal starts it in a session of its own, logging to <run>/train.log, and attaches to it).
+Either way it has no terminal to lose: a dropped SSH connection stops only the viewer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from model.config import GPTConfig, TrainConfig
+from model.data import Corpus
+from model.rundir import MetricsLog, RunDir
+from model.trainer import RunResult, Trainer
+
+from . import __version__
+from .runtime import RunLock
+
+PROG = "chargpt-tui"
+EXIT_FAILED = 1
+LOG_NAME = "train.log"
+
+
+def train_here(
+    prepared: tuple[Corpus, GPTConfig, TrainConfig, RunDir, dict[str, Any] | None],
+    preset: str | None,
+    resumed_from: str | None,
+    command: list[str],
+    on_hangup: str = "detach",
+    spawned: bool = False,
+) -> int:
+    """Train in this process and serve viewers meanwhile; the exit status of the run.
+
+    spawned: started by a dashboard. Then a NaN holds the run paused for the person to read, and
+    when training ends the process stays while viewers are attached (their g, s and e still
+    work, as on the dashboard that started it) and leaves with the last one.
+    """
+    corpus, model_config, train_config, run_dir, resume_state = prepared
+    lock = RunLock(run_dir.path)
+    lock.acquire()  # RunBusyError: another process trains here (one line, exit 2)
+    try:
+        from model.device import lower_thread_priority, peak_flops, tune_malloc
+
+        tune_malloc()
+        if spawned:
+            # Viewers on this machine draw while this trains: their key presses come first.
+            lower_thread_priority()
+        trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state,
+                          event_interval_s=0.5, on_divergence="pause" if spawned else "stop")
+        run_dir.write_config(run_config(trainer, preset, resumed_from, command))
+        metrics = MetricsLog(run_dir.metrics_path)
+        trainer.add_listener(metrics)
+        server = _start_server(trainer, run_dir.path, lock, preset, peak_flops(trainer.device, train_config.dtype)[0])
+        try:
+            return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
+        finally:
+            if server is not None:
+                server.close()
+            metrics.close()
+    finally:
+        lock.release()
+
+
+def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, command: list[str]) -> dict[str, Any]:
+    """What config.json holds."""
+    corpus = trainer.corpus
+    return {
+        "model": asdict(trainer.model_config),
+        "train": asdict(trainer.config),
+        "preset": preset,
+        "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus)},
+        "vocab": "".join(corpus.tokenizer.chars),
+        "resumed_from": resumed_from,
+        "command": command,
+        "version": __version__,
+    }
+
+
+def _start_server(trainer: Trainer, run_dir: Path, lock: RunLock, preset: str | None, peak: float) -> Any:
+    from .run_server import RunServer
+
+    server = RunServer(trainer, run_dir, lock, preset=preset, peak_flops=peak)
+    try:
+        server.start()
+    except (OSError, ValueError) as exc:  # no socket here (a read-only /tmp, say): train all the same
+        print(f"{PROG}: warning: viewers cannot attach to this run ({exc}); training goes on", file=sys.stderr)
+        return None
+    trainer.add_listener(server)
+    return server
+
+
+def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach", linger: bool = False) -> int:
+    """Train with plain log lines; SIGINT and SIGTERM stop with a checkpoint; SIGHUP too with
+    on_hangup="stop", else the run goes on and its lines go to <run>/train.log."""
+    from .headless import HeadlessPrinter
+
+    trainer.add_listener(HeadlessPrinter())
+    caught: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == getattr(signal, "SIGHUP", None) and on_hangup != "stop":
+            _log_to_run_dir(trainer)
+            return
+        # First signal: stop at the next step boundary and save. A second Ctrl-C ends at once.
+        caught.append(signum)
+        trainer.stop()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    try:
+        result = trainer.run()
+        code, summary, warning = _ending(trainer, result, caught)
+        if server is not None:
+            server.run_ended(result.status, result.iter, code, summary, warning)
+            if linger and not caught:
+                # as the dashboard did: stay on the final state while someone looks at it
+                while not server.wait_for_viewers_to_leave(timeout=0.5) and not caught:
+                    pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code
+
+
+def _ending(trainer: Trainer, result: RunResult, caught: list[int]) -> tuple[int, str, str | None]:
+    """Print how the run ended; return its exit status, the summary viewers are sent, and the
+    warning about an unsaved checkpoint, if any."""
+    unsaved = trainer.unsaved_warning(result.iter) if result.status != "failed" else None
+    saved = trainer.run_dir.ckpt_path if trainer.run_dir and not unsaved else None
+    if caught:
+        name = signal.Signals(caught[0]).name
+        print(f"{PROG}: stopped by {name} at step {result.iter}" + (f"; checkpoint: {saved}" if saved else ""),
+              file=sys.stderr)
+    if unsaved:
+        print(f"{PROG}: {unsaved}", file=sys.stderr)
+    if caught:
+        code = 128 + caught[0]
+    else:
+        code = EXIT_FAILED if result.status == "failed" or unsaved else 0
+    best = f"best val loss {result.best_val_loss:.4f} at step {result.best_iter}" if result.best_iter >= 0 else ""
+    where = f"checkpoints in {trainer.run_dir.path}" if trainer.run_dir else ""
+    summary = "; ".join(p for p in (f"at step {result.iter}", best, where) if p)
+    if result.error:
+        unsaved = result.error
+    return code, summary, unsaved
+
+
+def _log_to_run_dir(trainer: Trainer) -> None:
+    """After a hangup: the terminal is gone; the lines it would have shown go to train.log."""
+    if trainer.run_dir is None:
+        return
+    for fd in (1, 2):
+        if not os.isatty(fd):
+            continue
+        try:
+            log = os.open(trainer.run_dir.path / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(log, fd)
+            os.close(log)
+        except OSError:
+            pass

@@ -1,0 +1,198 @@
+"""Runs on disk: which run directories there are, what state each is in, and reading one back.
+
+A run directory's state comes from its lock (running: a process holds it) and otherwise from
+the last line of its latest segment in metrics.jsonl: a "finished" line (finished, or stopped
+when it says so), a "failed" line, or none at all: the process died without a word (crashed,
+killed -9, the machine went down).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model import events as ev
+
+from .journal import RunJournal
+from .protocol import ProtocolError, event_from_record
+from .runtime import ServerInfo, is_running
+
+if TYPE_CHECKING:
+    from model.gpt import GPT
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    path: str
+    name: str
+    state: str  # running, finished, stopped, failed, crashed
+    pid: int | None
+    iter: int
+    max_iters: int | None
+    best_val_loss: float | None
+    best_iter: int | None
+    elapsed_s: float
+    corpus: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "metrics.jsonl").is_file()
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def summarize(path: Path) -> RunSummary:
+    config = read_config(path)
+    records = _last_segment(path / "metrics.jsonl")
+    last_step = next((r for r in reversed(records) if r.get("event") == "step"), None)
+    last_eval = next((r for r in reversed(records) if r.get("event") == "eval"), None)
+    end = next((r for r in reversed(records) if r.get("event") in ("finished", "failed", "start")), None)
+    running = is_running(path)
+    if running:
+        info = ServerInfo.read(path)
+        state, pid = "running", (info.pid if info else None)
+    elif end is not None and end.get("event") == "finished":
+        state, pid = ("stopped" if end.get("stopped") else "finished"), None
+    elif end is not None and end.get("event") == "failed":
+        state, pid = "failed", None
+    else:
+        state, pid = "crashed", None
+    start = next((r for r in records if r.get("event") == "start"), None)
+    iters = [int(r.get("iter", 0)) for r in (last_step, end, start) if r is not None]
+    best = last_eval.get("best_val_loss") if last_eval else None
+    corpus = config.get("corpus", {})
+    max_iters = config.get("train", {}).get("max_iters")
+    return RunSummary(
+        path=str(path), name=path.name, state=state, pid=pid, iter=max(iters, default=0),
+        max_iters=int(max_iters) if isinstance(max_iters, int) else None,
+        best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
+        best_iter=int(last_eval["best_iter"]) if last_eval and best is not None else None,
+        elapsed_s=float(records[-1].get("time_s", 0.0)) if records else 0.0,
+        corpus=str(corpus.get("name") or corpus.get("description") or "?") if isinstance(corpus, dict) else "?",
+    )
+
+
+def list_runs(root: Path) -> list[RunSummary]:
+    """Run directories in root (and root itself if it is one), oldest first."""
+    if not root.is_dir():
+        return []
+    folders = [root] if is_run_dir(root) else sorted((p for p in root.iterdir() if p.is_dir() and is_run_dir(p)),
+                                                      key=_mtime)
+    return [summarize(p) for p in folders]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return (path / "metrics.jsonl").stat().st_mtime
+    except OSError:
+        return path.stat().st_mtime
+
+
+def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
+    """The records since the last "start" line, read from the end of the file backwards until
+    that start and an evaluation are found (a long run's file need not be read whole)."""
+    try:
+        f = open(metrics, "rb")  # noqa: SIM115
+    except OSError:
+        return []
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        pos, tail, records = end, b"", []
+        seen_start = seen_eval = False
+        while pos > 0 and not (seen_start and seen_eval):
+            step = min(chunk, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + tail
+            lines = data.split(b"\n")
+            tail = lines.pop(0) if pos > 0 else b""
+            batch = []
+            for line in lines:
+                record = _record(line)
+                if record is not None:
+                    batch.append(record)
+            records = batch + records
+            seen_start = seen_start or any(r.get("event") == "start" for r in batch)
+            seen_eval = seen_eval or any(r.get("event") == "eval" for r in batch)
+    starts = [i for i, r in enumerate(records) if r.get("event") == "start"]
+    if starts:
+        # keep the last eval before this segment too: a resumed run's best so far
+        earlier_eval = next((r for r in reversed(records[:starts[-1]]) if r.get("event") == "eval"), None)
+        records = ([earlier_eval] if earlier_eval else []) + records[starts[-1]:]
+    return records
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:  # a torn last line
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_journal(path: Path) -> RunJournal:
+    """The journal of a run that is not running, from metrics.jsonl and config.json."""
+    journal = RunJournal()
+    config = read_config(path)
+    pending_iters: list[int] = []
+    pending_losses: list[float] = []
+    last_step: dict[str, Any] = {}
+
+    def flush() -> None:
+        if pending_iters:
+            journal.add(ev.StepsDone(pending_iters[-1], float(last_step.get("time_s", 0.0)), tuple(pending_iters),
+                                     tuple(pending_losses), float(last_step.get("lr") or 0.0), 0.0, 0.0), 0.0)
+            pending_iters.clear()
+            pending_losses.clear()
+
+    try:
+        f = open(path / "metrics.jsonl", "rb")  # noqa: SIM115
+    except OSError:
+        return journal
+    with f:
+        for line in f:
+            if line.startswith(b'{"event": "step"'):  # most lines: the quick path
+                record = _record(line)
+                if record is None:
+                    continue
+                loss = record.get("loss")
+                pending_iters.append(int(record.get("iter", 0)))
+                pending_losses.append(float(loss) if isinstance(loss, (int, float)) else math.nan)
+                last_step = record
+                continue
+            record = _record(line)
+            if record is None:
+                continue
+            flush()
+            if record.get("event") == "start":
+                record = {**record, "model_config": config.get("model", {}), "train_config": config.get("train", {})}
+            try:
+                event = event_from_record(record)
+            except ProtocolError:
+                continue  # a kind this version does not know
+            journal.add(event, float(record.get("at", 0.0)))
+    flush()
+    return journal
+
+
+def load_run_model(path: Path) -> GPT:
+    """The latest weights saved in a run directory (ckpt.pt), for generating from."""
+    from model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, _ = model_from_checkpoint(load_checkpoint(path / "ckpt.pt"))
+    return model
