@@ -403,6 +403,8 @@ class ChargptApp(App[int]):
             return self.pause_requested and not self.finished and self.live
         if action == "detach":
             return self.live
+        if action in ("save", "evaluate") and not self.live:
+            return None  # shown, dimmed: a run that is not running has no process to ask
         return True
 
     def _steerable(self, what: str) -> bool:
@@ -547,9 +549,9 @@ class ChargptApp(App[int]):
 
     def _leave_after_hangup(self) -> None:
         if self.on_hangup == "stop" and self.live and not self.finished:
-            self.link.request("stop")  # then wait for the run to save and end (it closes the link)
+            self.link.request("stop")  # then wait for the run to save and say it has ended
             deadline = time.monotonic() + 120
-            while getattr(self.link, "connected", False) and time.monotonic() < deadline:
+            while self.link.connected and not self.link.ended and time.monotonic() < deadline:
                 time.sleep(0.05)
         os._exit(self.exit_code)
 

@@ -296,9 +296,10 @@ def attach_command(args: argparse.Namespace) -> int:
             raise UsageError(f"no run is training under {args.root}/; name a run directory to look at one "
                              f"(`{PROG} runs` lists them)")
         run_dir = Path(running[0].path) if len(running) == 1 else Path(_choose(running).path)
+    link = open_link(run_dir)  # AttachError: not a run, not ours, not reachable (one line, status 2)
     if not sys.stdout.isatty() or not sys.stdin.isatty():
+        link.close()
         raise UsageError(f"attach shows the dashboard and needs a terminal; the run's log is {run_dir / 'train.log'}")
-    link = open_link(run_dir)
     from .app import run_app
 
     return run_app(link)

@@ -103,6 +103,8 @@ Notify = Callable[[Notice], None]
 class RunLink:
     run_dir: Path
     live = False
+    connected = False  # to a training process, now
+    ended = False  # that process said its training ended
 
     def start(self, notify: Notify) -> None:
         raise NotImplementedError

@@ -86,19 +86,13 @@ def summarize(path: Path) -> RunSummary:
 
 
 def list_runs(root: Path) -> list[RunSummary]:
-    """Run directories in root (and root itself if it is one), oldest first."""
+    """Run directories in root (or root itself if it is one), by name: the default names
+(<text>-<date>-<time>) sort oldest first."""
     if not root.is_dir():
         return []
-    folders = [root] if is_run_dir(root) else sorted((p for p in root.iterdir() if p.is_dir() and is_run_dir(p)),
-                                                      key=_mtime)
-    return [summarize(p) for p in folders]
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return (path / "metrics.jsonl").stat().st_mtime
-    except OSError:
-        return path.stat().st_mtime
+    if is_run_dir(root):
+        return [summarize(root)]
+    return [summarize(p) for p in sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p))]
 
 
 def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from model.config import GPTConfig, TrainConfig
@@ -82,3 +83,32 @@ def permissions_apply() -> tuple[str, ...]:
         pytest.skip("running as root without setpriv: permissions cannot be made to apply")
     caps = "-dac_override,-dac_read_search"
     return (setpriv, "--bounding-set", caps, "--inh-caps", caps, "--")
+
+
+# Long enough never to finish; one evaluation (and checkpoint) at step 0 only.
+ENDLESS = [*TINY_FLAGS, "--max-iters", "1000000", "--eval-interval", "1000000", "--sample-interval", "1000000"]
+
+
+def last_step(metrics: Path) -> int:
+    """The latest step a run's metrics.jsonl has logged (0: none yet)."""
+    from model.rundir import read_metrics
+
+    if not metrics.exists():
+        return 0
+    return max((r["iter"] for r in read_metrics(metrics) if r["event"] == "step"), default=0)
+
+
+def wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Until the run has logged `steps` steps; fails if proc exits first."""
+    deadline = time.monotonic() + timeout
+    while last_step(metrics) < steps:
+        assert proc is None or proc.poll() is None, f"exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, "training did not get going"
+        time.sleep(0.05)
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "a condition") -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

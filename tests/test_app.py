@@ -361,7 +361,7 @@ async def test_a_run_that_is_not_running_is_shown_as_it_was_left(corpus: Corpus,
         run.thread.join(timeout=60)
     app = ChargptApp(RunOnDisk(run_dir.path))
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.caught_up and not app.live and app.finished)
+        await wait_for(pilot, lambda: app.caught_up and "not running" in app.status.detail)
         assert len(app.chart.raw) == 30 and [e[0] for e in app.chart.evals] == [0, 10, 20, 30]
         assert app.state == "finished" and "not running" in app.status.detail
         assert app.samples.latest_iter == 30

@@ -11,16 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import COMMAND, TINY_FLAGS, make_text
+from helpers import COMMAND, ENDLESS, last_step, make_text, wait_for_steps
 from terminal import TerminalProcess, assert_terminal_restored
 
 from model.checkpoint import load_checkpoint
-from model.rundir import read_metrics
 
-# Long enough never to finish; one evaluation (and checkpoint) at step 0 only, so that the
-# checkpoint found afterwards can only be the one the signal saved.
-ENDLESS = [*TINY_FLAGS, "--max-iters", "1000000", "--eval-interval", "1000000", "--sample-interval", "1000000"]
+# ENDLESS evaluates (and saves) at step 0 only, so that the checkpoint found afterwards can only
+# be the one the signal saved. SIGHUP stops a run only with --on-hangup stop (today's default is
+# to leave it training: tests/test_detach_attach.py).
 SIGNALS = [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)]
+
+
+def hangup_flags(name: str) -> list[str]:
+    return ["--on-hangup", "stop"] if name == "SIGHUP" else []
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +33,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def last_step(metrics: Path) -> int:
-    if not metrics.exists():
-        return 0
-    return max((r["iter"] for r in read_metrics(metrics) if r["event"] == "step"), default=0)
-
-
-def wait_for_steps(metrics: Path, steps: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while last_step(metrics) < steps:
-        assert proc.poll() is None, f"exited early with {proc.returncode}"
-        assert time.monotonic() < deadline, "training did not get going"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("name, code", SIGNALS)
 def test_dashboard_saves_and_exits_on_signal(workdir: Path, name: str, code: int) -> None:
     out = workdir / f"tui-{name}"
-    with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out)], workdir) as term:
+    with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out), *hangup_flags(name)], workdir) as term:
         wait_for_steps(out / "metrics.jsonl", 30, term.proc)
+        term.wait_for("Detach")  # the dashboard is up (before it, the signal would end the start-up)
         term.proc.send_signal(getattr(signal, name))
         sent = time.monotonic()
         assert term.wait(timeout=60) == code
@@ -68,7 +58,7 @@ def test_dashboard_saves_and_exits_on_signal(workdir: Path, name: str, code: int
 def test_headless_saves_and_exits_on_signal(workdir: Path, name: str, code: int) -> None:
     out = workdir / f"headless-{name}"
     proc = subprocess.Popen(
-        [*COMMAND, "tiny.txt", *ENDLESS, "--out-dir", str(out), "--headless"],
+        [*COMMAND, "tiny.txt", *ENDLESS, "--out-dir", str(out), "--headless", *hangup_flags(name)],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -89,6 +79,7 @@ def test_ctrl_c_on_the_dashboard_saves_and_exits_130(workdir: Path) -> None:
     out = workdir / "tui-ctrl-c"
     with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out)], workdir) as term:
         wait_for_steps(out / "metrics.jsonl", 30, term.proc)
+        term.wait_for("Detach")
         term.type("\x03")  # raw mode: Ctrl-C arrives as a key, not as SIGINT
         assert term.wait(timeout=60) == 130
         assert load_checkpoint(out / "ckpt.pt")["iter"] >= last_step(out / "metrics.jsonl")
