@@ -215,8 +215,7 @@ class ChargptApp(App[int]):
         self.live = False
         self.finished = True
         self.progress.running = False
-        if self.state not in ("finished", "failed") or n.state == "crashed":
-            self.state = "failed" if n.state in ("failed", "crashed") else "finished"
+        self.state = n.state  # finished, stopped, failed or crashed
         self.status.detail = (f"not running ({n.state})" + (f" · {self.status.detail}" if self.status.detail
                                                             and "not running" not in self.status.detail else ""))
         if self._attaches <= 1 and not self._quitting:
@@ -375,7 +374,7 @@ class ChargptApp(App[int]):
 
     def _set_busy(self, busy: str | None, detail: str = "") -> None:
         """Show evaluating/saving, or fall back to what the loop is doing now."""
-        if self.state in ("finished", "failed", "stopping") or self.finished:
+        if self.state in ("finished", "stopped", "failed", "crashed", "stopping") or self.finished:
             return
         if busy is not None:
             self.state = busy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .run_link import RunClient
 from .run_process import LOG_NAME
-from .runtime import RunBusyError, ServerInfo, is_running
+from .runtime import RunBusyError, ServerInfo, is_running, runtime_dir
 
 EXIT_INTERRUPTED = 130
 
@@ -62,6 +62,7 @@ def _log_tail(path: Path, lines: int = 3) -> list[str]:
 def launch_dashboard(argv: list[str], run_dir: Path, preset: str | None, on_hangup: str) -> int:
     if is_running(run_dir):
         raise RunBusyError(f"{run_dir} is in use by another process; watch it with: chargpt-tui attach {run_dir}")
+    runtime_dir()  # the private socket folder, checked here so that a problem is one line now
     proc = start_training_process(argv, run_dir)
     try:
         code = wait_until_served(proc, run_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
-from model.rundir import MetricsLog, RunDir
+from model.rundir import MetricsLog, RunDir, RunDirError
 from model.trainer import RunResult, Trainer
 
 from . import __version__
@@ -57,7 +57,8 @@ def train_here(
         run_dir.write_config(run_config(trainer, preset, resumed_from, command))
         metrics = MetricsLog(run_dir.metrics_path)
         trainer.add_listener(metrics)
-        server = _start_server(trainer, run_dir.path, lock, preset, peak_flops(trainer.device, train_config.dtype)[0])
+        peak = peak_flops(trainer.device, train_config.dtype)[0]
+        server = _start_server(trainer, run_dir.path, lock, preset, peak, required=spawned)
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
         finally:
@@ -83,13 +84,19 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
     }
 
 
-def _start_server(trainer: Trainer, run_dir: Path, lock: RunLock, preset: str | None, peak: float) -> Any:
+def _start_server(trainer: Trainer, run_dir: Path, lock: RunLock, preset: str | None, peak: float,
+                  required: bool) -> Any:
+    """Serve viewers. Where no socket can be made (a read-only /tmp, say) a headless run trains
+    all the same, with a warning; a dashboard's training process, which exists to be watched,
+    fails with the reason instead."""
     from .run_server import RunServer
 
     server = RunServer(trainer, run_dir, lock, preset=preset, peak_flops=peak)
     try:
         server.start()
-    except (OSError, ValueError) as exc:  # no socket here (a read-only /tmp, say): train all the same
+    except (OSError, ValueError) as exc:
+        if required:
+            raise RunDirError(f"viewers cannot attach to this run ({exc})") from None
         print(f"{PROG}: warning: viewers cannot attach to this run ({exc}); training goes on", file=sys.stderr)
         return None
     trainer.add_listener(server)

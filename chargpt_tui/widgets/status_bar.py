@@ -11,6 +11,7 @@ from chargpt_tui.format import si
 STATE_STYLES = {
     "starting": "bold yellow", "training": "bold green", "evaluating": "bold cyan", "paused": "bold yellow",
     "saving": "bold cyan", "stopping": "bold yellow", "finished": "bold green", "failed": "bold red",
+    "pausing": "bold yellow", "stopped": "bold yellow", "crashed": "bold red",
 }
 
 

@@ -1,0 +1,131 @@
+"""Runs read back from disk: the state `chargpt-tui runs` reports, and the history a viewer of a
+run that is not running is shown, from metrics.jsonl files written the way MetricsLog writes them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chargpt_tui.journal import RunJournal
+from chargpt_tui.runs import list_runs, read_journal, summarize
+from chargpt_tui.runtime import RunLock, ServerInfo, is_running, write_server_info
+from model import events as ev
+from model.rundir import MetricsLog
+
+
+def start(it: int = 0, resumed: bool = False) -> ev.RunStarted:
+    return ev.RunStarted(it, float(it), 100, 1000, 10, "tiny.txt", 5000, "cpu", "CPU", "float32", 1, "2", None,
+                         resumed, 6000.0)
+
+
+def write_run(path: Path, events: list[ev.Event], max_iters: int = 100) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({
+        "train": {"max_iters": max_iters, "eval_interval": 10}, "model": {}, "corpus": {"name": "data/tiny.txt"},
+        "vocab": "abc", "preset": "cpu",
+    }))
+    log = MetricsLog(path / "metrics.jsonl")
+    for event in events:
+        log(event)
+    log.close()
+    return path
+
+
+def steps(first: int, last: int) -> ev.StepsDone:
+    iters = tuple(range(first, last + 1))
+    return ev.StepsDone(last, float(last), iters, tuple(3.0 - i / 100 for i in iters), 1e-3, 1000.0, 5.0)
+
+
+def evaluated(it: int, val: float, best: float, best_iter: int) -> ev.EvalDone:
+    return ev.EvalDone(it, float(it), val + 0.1, val, best, best_iter, val == best)
+
+
+def test_states_of_runs(tmp_path: Path) -> None:
+    write_run(tmp_path / "a-finished", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 100),
+                                        evaluated(100, 2.0, 2.0, 100), ev.Finished(100, 100.0, 2.0, 100, False)])
+    write_run(tmp_path / "b-stopped", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 42),
+                                       ev.Finished(42, 42.0, 3.0, 0, True)])
+    write_run(tmp_path / "c-failed", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 7), ev.Failed(7, 7.0, "boom")])
+    crashed = write_run(tmp_path / "d-crashed", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 55)])
+    with open(crashed / "metrics.jsonl", "a") as f:
+        f.write('{"event": "step", "iter": 5')  # torn by the kill
+    (tmp_path / "not-a-run").mkdir()
+    runs = {r.name: r for r in list_runs(tmp_path)}
+    assert set(runs) == {"a-finished", "b-stopped", "c-failed", "d-crashed"}
+    done = runs["a-finished"]
+    assert (done.state, done.iter, done.best_val_loss, done.best_iter) == ("finished", 100, 2.0, 100)
+    assert done.max_iters == 100 and done.corpus == "data/tiny.txt" and done.elapsed_s == 100.0
+    assert (runs["b-stopped"].state, runs["b-stopped"].iter) == ("stopped", 42)
+    assert (runs["c-failed"].state, runs["c-failed"].iter) == ("failed", 7)
+    assert (runs["d-crashed"].state, runs["d-crashed"].iter, runs["d-crashed"].pid) == ("crashed", 55, None)
+
+
+def test_a_resumed_run_is_judged_by_its_latest_segment(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "r", [
+        start(), evaluated(0, 3.0, 3.0, 0), steps(1, 30), ev.Finished(30, 30.0, 3.0, 0, True),
+        start(20, resumed=True), steps(21, 25),  # resumed from step 20, then killed
+    ])
+    summary = summarize(path)
+    assert summary.state == "crashed" and summary.iter == 25
+    assert summary.best_val_loss == 3.0  # the evaluation before the resume still counts
+
+
+def test_a_long_file_is_read_from_its_end(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "long", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 50_000),
+                                         evaluated(50_000, 1.5, 1.5, 50_000),
+                                         ev.Finished(50_000, 9.0, 1.5, 50_000, False)], max_iters=50_000)
+    assert os.path.getsize(path / "metrics.jsonl") > 3_000_000
+    summary = summarize(path)
+    assert (summary.state, summary.iter, summary.best_val_loss) == ("finished", 50_000, 1.5)
+
+
+def test_a_running_run_is_known_by_its_lock(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "live", [start(), steps(1, 10)])
+    lock = RunLock(path)
+    lock.acquire()
+    try:
+        write_server_info(path, ServerInfo(os.getpid(), "here", "/nowhere.sock", 1, 0.0))
+        assert is_running(path)
+        summary = summarize(path)
+        assert summary.state == "running" and summary.pid == os.getpid()
+    finally:
+        lock.release()
+    assert not is_running(path) and summarize(path).state == "crashed"
+
+
+def test_the_journal_read_back_matches_the_one_kept_live(tmp_path: Path) -> None:
+    events: list[ev.Event] = [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 10), ev.SampleGenerated(10, 10.0, "hi"),
+                              evaluated(10, 2.5, 2.5, 10), steps(11, 20), ev.Paused(20, 20.0),
+                              ev.Warning(20, 20.0, "careful")]
+    live = RunJournal()
+    for event in events:
+        live.add(event, 1.0)
+    path = write_run(tmp_path / "j", events)
+    disk = read_journal(path)
+    assert disk.steps.pairs() == live.steps.pairs() and disk.evals == live.evals
+    assert [type(e) for e, _ in disk.recent] == [type(e) for e, _ in live.recent]
+    assert disk.paused and disk.iter == 20
+    caught_up = [e for e, _ in disk.catch_up()]
+    assert isinstance(caught_up[0], ev.RunStarted) and caught_up[0].train_config["eval_interval"] == 10
+    assert isinstance(caught_up[-1], ev.Paused)
+
+
+def test_a_resume_from_an_earlier_checkpoint_drops_the_lost_steps(tmp_path: Path) -> None:
+    path = write_run(tmp_path / "back", [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 30), evaluated(30, 2.0, 2.0, 30),
+                                         steps(31, 45), start(30, resumed=True), steps(31, 35)])
+    journal = read_journal(path)
+    iters = [int(i) for i, _ in journal.steps.pairs()]
+    assert iters == list(range(1, 36))  # 36-45 were lost with the killed process
+    assert [e[0] for e in journal.evals] == [0, 30]
+
+
+@pytest.mark.parametrize("text", ['{"event": "step", "iter": 1, "time_s": 0.1, "loss": null, "lr": 0.001}\n'])
+def test_a_nan_loss_logged_as_null_reads_back(tmp_path: Path, text: str) -> None:
+    path = write_run(tmp_path / "nan", [start()])
+    with open(path / "metrics.jsonl", "a") as f:
+        f.write(text)
+    journal = read_journal(path)
+    assert len(journal.steps) == 1
