@@ -84,7 +84,7 @@ for i in 1 2 3; do
   tmux send-keys -t bench Escape
   wait_gone "Generate from the model" 5
 done
-tmux send-keys -t bench q
+tmux send-keys -t bench C-q  # stop the run with a checkpoint, then quit (q would ask)
 wait_for_screen "STOPPING\|finished at\|stopped at" 600 || true
 sleep 2
 tmux kill-session -t bench 2>/dev/null || true

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +21,22 @@ def text_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def corpus() -> Corpus:
     return Corpus.from_text(make_text(), "tiny")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_training_process_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Training processes are meant to outlive their dashboards; not the test run. Any still
+    holding a run directory of this session's at the end is ended (a failed test's leftovers
+    would otherwise train on, taking a core from every later run on this machine)."""
+    yield
+    from chargpt_tui.runtime import ServerInfo, is_running
+
+    for server_json in tmp_path_factory.getbasetemp().rglob("server.json"):
+        run_dir = server_json.parent
+        info = ServerInfo.read(run_dir)
+        if info is None or info.pid == os.getpid() or not is_running(run_dir):
+            continue
+        try:
+            os.kill(info.pid, signal.SIGKILL)
+        except OSError:
+            pass
