@@ -158,6 +158,7 @@ class ChargptApp(App[int]):
             self.samples.clear()
             self.messages.clear()
         self.caught_up = False
+        self._loop_paused = False  # the catch-up says so (a Paused event) if the loop is paused
         self.live = n.live
         self.pid, self.viewer = n.pid, n.viewer
         self.tokenizer = CharTokenizer(n.vocab) if n.vocab else None
@@ -173,11 +174,15 @@ class ChargptApp(App[int]):
             self._replaying = False
 
     def _on_caught_up(self, _n: CaughtUp) -> None:
+        """The history is drawn: work out what the run is doing now (also after attaching again,
+        when whatever was shown before the cut-off may be stale)."""
         self.caught_up = True
-        if self._attaches > 1 or not self.live:
+        if not self.live or self.finished:
             return
-        if self.state == "starting":
-            self.state = "training"
+        self.progress.running = not self.pause_requested
+        self._set_busy(None)
+        if self._quitting:  # asked to stop before being cut off: ask again, it may not have arrived
+            self.link.request("stop")
 
     def _on_control_requested(self, n: ControlRequested) -> None:
         by_other = n.by != self.viewer
@@ -226,11 +231,6 @@ class ChargptApp(App[int]):
             self.exit(self.exit_code)
 
     def _on_disconnected(self, n: Disconnected) -> None:
-        if self._quitting:
-            if not n.still_running:
-                return  # NotRunning follows
-            self.exit(self.exit_code)
-            return
         if n.still_running:
             self._log(f"[b yellow]disconnected[/] ({n.reason}); attaching again")
             self._reattach()
@@ -381,10 +381,11 @@ class ChargptApp(App[int]):
             self.status.detail = detail
             return
         if self.pause_requested:
-            self.state = "paused" if self._loop_paused else "pausing"
+            self.state = "paused" if self._loop_paused or self.diverged else "pausing"
         else:
             self.state = "training"
-        self.status.detail = ""
+        if not self.diverged:  # what a divergence says stays on screen
+            self.status.detail = ""
 
     def _log(self, markup: str, at: float | None = None) -> None:
         """A line in the messages panel, stamped with when it happened (a replayed line read
@@ -416,8 +417,9 @@ class ChargptApp(App[int]):
     def action_pause(self) -> None:
         if not self._steerable("pause") or self.finished:
             return
+        if not self.link.request("pause"):
+            return
         self.pause_requested = True
-        self.link.request("pause")
         if self.state not in ("paused", "finished", "failed"):
             self.state = "pausing"
 
@@ -428,8 +430,8 @@ class ChargptApp(App[int]):
             self.notify("the loss diverged: these weights cannot be trained on. Quit with q.",
                         severity="error", timeout=8)
             return
-        self.pause_requested = False
-        self.link.request("resume")
+        if self.link.request("resume"):
+            self.pause_requested = False
 
     def action_save(self) -> None:
         if self.state == "failed" and self.live:
@@ -437,8 +439,8 @@ class ChargptApp(App[int]):
             return
         if not self._steerable("save"):
             return
-        self._set_busy("saving")
-        self.link.request("save")
+        if self.link.request("save"):
+            self._set_busy("saving")
 
     def action_evaluate(self) -> None:
         if self.state == "failed" or not self._steerable("evaluate"):
@@ -536,15 +538,15 @@ class ChargptApp(App[int]):
                 pass
 
     def _on_signal(self, signum: int) -> None:
-        self.exit_code = 128 + signum
+        if not self._quitting:
+            self.exit_code = 128 + signum
         if signum == getattr(signal, "SIGHUP", None):
             # The terminal is gone (a dropped SSH connection): nothing can be drawn or restored,
             # and waiting on it could hang. The run goes on (its process is not this one),
             # unless --on-hangup stop asked for today's behaviour: stop it with a checkpoint.
             threading.Thread(target=self._leave_after_hangup, daemon=True).start()
             return
-        self._quitting = False
-        self._stop_then_exit()
+        self._stop_then_exit()  # a second signal, like a second ctrl+c, quits at once
 
     def _leave_after_hangup(self) -> None:
         if self.on_hangup == "stop" and self.live and not self.finished:

@@ -338,7 +338,7 @@ def runs_command(args: argparse.Namespace) -> int:
         return 0
     rows = [("RUN", "STATE", "STEP", "BEST VAL", "TIME", "CORPUS")]
     for r in runs:
-        state = f"running (pid {r.pid})" if r.state == "running" and r.pid else r.state
+        state = f"{r.state} (pid {r.pid})" if r.pid else r.state
         step = f"{r.iter}/{r.max_iters}" if r.max_iters else str(r.iter)
         best = f"{r.best_val_loss:.4f} @{r.best_iter}" if r.best_val_loss is not None else "-"
         rows.append((r.name, state, step, best, duration(r.elapsed_s), Path(r.corpus).name or r.corpus))

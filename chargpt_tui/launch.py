@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .run_link import RunClient
+from .run_link import AttachError, RunClient, open_link
 from .run_process import LOG_NAME
 from .runtime import RunBusyError, ServerInfo, is_running, runtime_dir
 
@@ -76,7 +76,12 @@ def launch_dashboard(argv: list[str], run_dir: Path, preset: str | None, on_hang
     from .app import run_app
 
     client = RunClient(run_dir)
-    client.connect()
+    try:
+        client.connect()
+    except AttachError:  # a short run may have ended already: show it as it was left
+        code = run_app(open_link(run_dir), preset, on_hangup)
+        proc.wait(timeout=30)
+        return code or (proc.returncode or 0)
     code = run_app(client, preset, on_hangup)
     if client.ended:  # the run ended while watched: let its process finish leaving
         try:

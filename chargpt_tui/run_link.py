@@ -109,7 +109,7 @@ class RunLink:
     def start(self, notify: Notify) -> None:
         raise NotImplementedError
 
-    def request(self, op: str) -> None:
+    def request(self, op: str) -> bool:
         raise NotImplementedError
 
     def snapshot(self) -> GPT:
@@ -142,11 +142,15 @@ class RunClient(RunLink):
         self._notify: Notify | None = None
         self.connected = False
         self.ended = False  # the run's process said its training ended
+        self.ended_status: str | None = None
 
     def connect(self) -> None:
         info = ServerInfo.read(self.run_dir)
-        if info is None or not is_running(self.run_dir):
+        running = is_running(self.run_dir)
+        if not running:
             raise AttachError(f"{self.run_dir} is not running")
+        if info is None:
+            raise AttachError(f"{self.run_dir} is starting (its process does not serve viewers yet); try again")
         if info.host != socket.gethostname():
             raise AttachError(f"{self.run_dir} is training on {info.host} (pid {info.pid}); attach from there")
         if info.protocol != protocol.PROTOCOL_VERSION:
@@ -200,11 +204,15 @@ class RunClient(RunLink):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             reason = f"connection lost ({exc})"
         self.connected = False
-        for future in self._snapshots.values():
+        for future in list(self._snapshots.values()):
             if not future.done():
                 future.set_exception(ConnectionError(reason))
         self._snapshots.clear()
         if self._closing:
+            return
+        if self.ended_status is not None:  # it said its training ended: this is its leaving
+            notify(Disconnected(reason, False))
+            notify(NotRunning(self.ended_status))
             return
         running = is_running(self.run_dir)
         notify(Disconnected(reason, running))
@@ -244,14 +252,14 @@ class RunClient(RunLink):
             return None
         if kind == "ended":
             self.ended = True
+            self.ended_status = str(frame.get("status"))
             return RunEnded(str(frame.get("status")), int(frame.get("iter") or 0), int(frame.get("exit_code") or 0),
                             str(frame.get("summary") or ""), frame.get("warning"))
         return None  # "reply", and what a newer process may say
 
-    def request(self, op: str) -> int | None:
-        request_id = next(self._ids)
-        self._send({"op": op, "id": request_id})
-        return request_id
+    def request(self, op: str) -> bool:
+        """Send a request; False (and a RequestRefused notice) if it could not be sent."""
+        return self._send({"op": op, "id": next(self._ids)})
 
     def _send(self, frame: dict[str, Any]) -> bool:
         sock = self._sock
@@ -262,7 +270,9 @@ class RunClient(RunLink):
         try:
             with self._send_lock:
                 sock.sendall(protocol.encode(frame))
-        except OSError:
+        except OSError as exc:
+            if self._notify is not None:
+                self._notify(RequestRefused(f"the request did not reach the run ({exc.strerror or exc})"))
             return False
         return True
 
@@ -283,15 +293,19 @@ class RunClient(RunLink):
     def close(self) -> None:
         self._closing = True
         self.connected = False
-        for thing in (self._file, self._sock):
+        sock, f = self._sock, self._file
+        self._sock = self._file = None
+        if sock is not None:
+            try:  # first: it wakes the reader thread, which holds the file's lock in readline()
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thing in (f, sock):
             if thing is not None:
                 try:
-                    if isinstance(thing, socket.socket):
-                        thing.shutdown(socket.SHUT_RDWR)
                     thing.close()
                 except OSError:
                     pass
-        self._sock = self._file = None
 
 
 def _model_from_bytes(payload: bytes) -> GPT:
@@ -327,10 +341,11 @@ class RunOnDisk(RunLink):
         self.notify(CaughtUp())
         self.notify(NotRunning(summarize(self.run_dir).state))
 
-    def request(self, op: str) -> None:
+    def request(self, op: str) -> bool:
         if self.notify is not None:
             self.notify(RequestRefused(f"the run is not running; train on with: chargpt-tui --resume "
                                        f"{self.run_dir / 'ckpt.pt'}"))
+        return False
 
     def snapshot(self) -> GPT:
         return load_snapshot(self.run_dir)

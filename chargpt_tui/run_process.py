@@ -21,7 +21,7 @@ from model.rundir import MetricsLog, RunDir, RunDirError
 from model.trainer import RunResult, Trainer
 
 from . import __version__
-from .runtime import RunLock
+from .runtime import RunLock, remove_stale_server, runtime_dir
 
 PROG = "chargpt-tui"
 EXIT_FAILED = 1
@@ -46,6 +46,10 @@ def train_here(
     lock = RunLock(run_dir.path)
     lock.acquire()  # RunBusyError: another process trains here (one line, exit 2)
     try:
+        try:  # what a dead process left says nothing true: gone before anyone reads it
+            remove_stale_server(run_dir.path, runtime_dir())
+        except RunDirError:
+            pass
         from model.device import lower_thread_priority, peak_flops, tune_malloc
 
         tune_malloc()
@@ -129,7 +133,9 @@ def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach"
         if server is not None:
             server.run_ended(result.status, result.iter, code, summary, warning)
             if linger and not caught:
-                # as the dashboard did: stay on the final state while someone looks at it
+                # as the dashboard did: stay on the final state while someone looks at it (and
+                # a short while for the dashboard that started a short run to arrive)
+                server.ever_attached.wait(timeout=10)
                 while not server.wait_for_viewers_to_leave(timeout=0.5) and not caught:
                     pass
     finally:

@@ -26,7 +26,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from model.trainer import Trainer
 
 from . import protocol
 from .journal import RunJournal
-from .runtime import RunLock, ServerInfo, remove_stale_server, runtime_dir, write_server_info
+from .runtime import RunLock, ServerInfo, remove_dead_sockets, remove_stale_server, runtime_dir, write_server_info
 
 MAX_BAD_REQUESTS = 20
 
@@ -47,7 +48,7 @@ MAX_BAD_REQUESTS = 20
 class _Viewer:
     number: int
     writer: asyncio.StreamWriter
-    queue: deque[Any]  # encoded frames (bytes) and not-yet-encoded step batches (StepsDone)
+    queue: deque[Any]  # encoded frames (bytes), step batches not yet encoded (StepsDone), snapshots
     queued_bytes: int = 0
     wake: asyncio.Event | None = None
     draining_since: float | None = None  # when the socket stopped taking what was written
@@ -98,12 +99,16 @@ class RunServer:
         self._ready = threading.Event()
         self._no_viewers = threading.Event()
         self._no_viewers.set()
-        self._controls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="run-controls")
+        self._controls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-controls")
+        self._controls_pending: set[str] = set()  # a save or evaluation asked for again meanwhile is one
+        self._snapshot_waiters: list[tuple[_Viewer, int | None]] = []  # one snapshot serves them all
+        self.ever_attached = threading.Event()
 
     # ---- life cycle (the training process's main thread) -------------------------------------
     def start(self) -> None:
         folder = self.folder or runtime_dir()
         remove_stale_server(self.run_dir, folder)
+        remove_dead_sockets(folder)
         path = folder / f"{os.getpid()}-{os.urandom(4).hex()}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -117,7 +122,8 @@ class RunServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="run-server", daemon=True)
         self._thread.start()
-        self._ready.wait(timeout=10)
+        if not self._ready.wait(timeout=10):
+            raise OSError(f"the server for {path} did not start")
         write_server_info(self.run_dir, ServerInfo(os.getpid(), socket.gethostname(), str(path),
                                                    protocol.PROTOCOL_VERSION, time.time()))
 
@@ -174,7 +180,9 @@ class RunServer:
                 pass
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
-        self._controls.shutdown(wait=False, cancel_futures=True)
+        # a save or evaluation under way finishes before the lock is let go: no other process
+        # may write this run's files while this one still does
+        self._controls.shutdown(wait=True, cancel_futures=True)
         for path in (self.socket_path, self.run_dir / "server.json"):
             if path is None:
                 continue
@@ -246,6 +254,7 @@ class RunServer:
         viewer = _Viewer(self._numbers, writer, deque(), wake=asyncio.Event())
         self.viewers[viewer.number] = viewer
         self._no_viewers.clear()
+        self.ever_attached.set()
         hello = {
             "type": "hello", "protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "run_dir": str(self.run_dir),
             "vocab": "".join(self.trainer.corpus.tokenizer.chars), "preset": self.preset,
@@ -277,6 +286,8 @@ class RunServer:
                     if isinstance(item, ev.StepsDone):
                         viewer.queued_bytes -= _step_bytes(item)
                         item = protocol.encode(protocol.event_frame(item, time.time()))
+                    elif isinstance(item, _Unbudgeted):
+                        item = item.data
                     else:
                         viewer.queued_bytes -= len(item)
                     viewer.writer.write(item)
@@ -350,51 +361,77 @@ class RunServer:
         elif op == "stop":
             trainer.stop()
         elif op == "save":
-            self._controls.submit(trainer.request_save)
+            self._control(op, trainer.request_save)
         elif op == "evaluate":
-            self._controls.submit(trainer.request_eval)
+            self._control(op, trainer.request_eval)
         elif op == "snapshot":
             if viewer.snapshot_pending:
                 self._send(viewer, {"type": "error", "id": request_id, "error": "a snapshot is on its way already"})
                 return
             viewer.snapshot_pending = True
-            self._controls.submit(self._take_snapshot, viewer, request_id)
+            self._snapshot_waiters.append((viewer, request_id))
+            if len(self._snapshot_waiters) == 1:
+                self._controls.submit(self._take_snapshot)
             return
         self._send(viewer, {"type": "reply", "id": request_id})
         for other in list(self.viewers.values()):
             self._send(other, {"type": "control", "op": op, "by": viewer.number})
 
-    def _take_snapshot(self, viewer: _Viewer, request_id: int | None) -> None:
-        """In a control thread: the weights as they are now, taken between steps."""
+    def _control(self, op: str, work: Any) -> None:
+        """Run a save or an evaluation in the control thread; asked for again before it has
+        run, it runs once."""
+        if op in self._controls_pending:
+            return
+        self._controls_pending.add(op)
+
+        def run() -> None:
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._controls_pending.discard, op)
+            except RuntimeError:
+                pass
+            work()
+
+        self._controls.submit(run)
+
+    def _take_snapshot(self) -> None:
+        """In the control thread: the weights as they are now, taken between steps, once for
+        every viewer waiting."""
         loop = self._loop
         assert loop is not None
         try:
             model = None
             for _ in range(3):  # a request that raced with the loop's end is taken again, idle
+                future = self.trainer.snapshot()
                 try:
-                    model = self.trainer.snapshot().result(timeout=30)
+                    model = future.result(timeout=30)
                     break
-                except TimeoutError:
-                    continue
+                except FuturesTimeout:
+                    future.cancel()  # the loop skips a cancelled request: no copy made for nobody
             if model is None:
                 raise TimeoutError("the training loop did not answer within 90 s")
             buffer = io.BytesIO()
-            torch.save({"model_config": model.config.__dict__, "model": model.state_dict()}, buffer)
-            payload = buffer.getvalue()
-            frame = {"type": "snapshot", "id": request_id, "bytes": len(payload)}
-        except Exception as exc:  # reported to the viewer; training is not this thread's business
-            payload, frame = b"", {"type": "error", "id": request_id, "error": f"snapshot failed: {exc}"}
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            del model
+            torch.save({"model_config": asdict(self.trainer.model_config), "model": state}, buffer)
+            payload, error = buffer.getvalue(), None
+        except Exception as exc:  # reported to the viewers; training is not this thread's business
+            payload, error = b"", f"snapshot failed: {exc}"
 
         def deliver() -> None:
-            viewer.snapshot_pending = False
-            # the weights may be larger than the budget: they count once, against an empty queue
-            if viewer.closed:
-                return
-            data = protocol.encode(frame) + payload
-            viewer.queue.append(data)
-            viewer.queued_bytes += len(data)
-            assert viewer.wake is not None
-            viewer.wake.set()
+            waiters, self._snapshot_waiters = self._snapshot_waiters, []
+            for viewer, request_id in waiters:
+                viewer.snapshot_pending = False
+                if viewer.closed:
+                    continue
+                if error is None:
+                    frame = {"type": "snapshot", "id": request_id, "bytes": len(payload)}
+                else:
+                    frame = {"type": "error", "id": request_id, "error": error}
+                # the weights may be larger than the budget: asked for, they never cut a viewer off
+                viewer.queue.append(_Unbudgeted(protocol.encode(frame) + payload))
+                assert viewer.wake is not None
+                viewer.wake.set()
 
         try:
             loop.call_soon_threadsafe(deliver)
@@ -408,6 +445,13 @@ class RunServer:
                 frame = {"type": "memory", "memory": memory_usage(self.trainer.device)}
                 for viewer in list(self.viewers.values()):
                     self._send(viewer, frame)
+
+
+@dataclass(frozen=True)
+class _Unbudgeted:
+    """Bytes a viewer asked for (a snapshot), queued outside its budget."""
+
+    data: bytes
 
 
 def _step_bytes(event: ev.StepsDone) -> int:

@@ -60,16 +60,17 @@ def summarize(path: Path) -> RunSummary:
     last_step = next((r for r in reversed(records) if r.get("event") == "step"), None)
     last_eval = next((r for r in reversed(records) if r.get("event") == "eval"), None)
     end = next((r for r in reversed(records) if r.get("event") in ("finished", "failed", "start")), None)
-    running = is_running(path)
-    if running:
+    pid = None
+    if is_running(path):
         info = ServerInfo.read(path)
-        state, pid = "running", (info.pid if info else None)
-    elif end is not None and end.get("event") == "finished":
-        state, pid = ("stopped" if end.get("stopped") else "finished"), None
+        pid = info.pid if info else None
+    # a process may outlive its training (a dashboard's stays while viewers look): the log says
+    if end is not None and end.get("event") == "finished":
+        state = "stopped" if end.get("stopped") else "finished"
     elif end is not None and end.get("event") == "failed":
-        state, pid = "failed", None
+        state = "failed"
     else:
-        state, pid = "crashed", None
+        state = "running" if pid is not None or is_running(path) else "crashed"
     start = next((r for r in records if r.get("event") == "start"), None)
     iters = [int(r.get("iter", 0)) for r in (last_step, end, start) if r is not None]
     best = last_eval.get("best_val_loss") if last_eval else None

@@ -134,13 +134,14 @@ def write_server_info(run_dir: Path, info: ServerInfo) -> None:
 
 
 def remove_stale_server(run_dir: Path, runtime: Path) -> None:
-    """With the lock held: forget what a dead process left (its server.json and its socket,
-    when that socket is in our private runtime folder)."""
+    """With the lock held: forget what a dead process left, its server.json and its socket (when
+    that socket is in our private folder and nothing answers on it: a copied run directory's
+    server.json may name the live socket of the run it was copied from)."""
     info = ServerInfo.read(run_dir)
     if info is None:
         return
     sock = Path(info.socket)
-    if info.host == socket.gethostname() and sock.parent == runtime:
+    if info.host == socket.gethostname() and sock.parent == runtime and not _answers(sock):
         try:
             sock.unlink()
         except OSError:
@@ -149,3 +150,38 @@ def remove_stale_server(run_dir: Path, runtime: Path) -> None:
         (run_dir / SERVER_NAME).unlink()
     except OSError:
         pass
+
+
+def remove_dead_sockets(runtime: Path) -> None:
+    """Sockets in our folder whose process is gone (killed -9 in a run directory never trained
+    again). Named <pid>-<random>.sock; one whose pid lives, or that still answers, stays."""
+    for sock in runtime.glob("*.sock"):
+        pid = sock.name.split("-", 1)[0]
+        if not pid.isdigit() or _process_exists(int(pid)) or _answers(sock):
+            continue
+        try:
+            sock.unlink()
+        except OSError:
+            pass
+
+
+def _answers(sock: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(sock))
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+    return True
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
