@@ -154,7 +154,7 @@ class ChargptApp(App[int]):
     def _on_attached(self, n: Attached) -> None:
         self._attaches += 1
         if self._attaches > 1:  # attached again (after being cut off): the history comes anew
-            self.chart.clear_data()
+            self.chart.clear()
             self.samples.clear()
             self.messages.clear()
         self.caught_up = False

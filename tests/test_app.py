@@ -401,3 +401,36 @@ async def test_opening_the_prompt_again_and_again_does_not_leak_footer_keys(dash
         alive, attached = footer_keys()
     # the footer's current keys, and perhaps a set being replaced; not 40 sets
     assert attached > 0 and alive <= 3 * attached, (alive, attached)
+
+
+async def test_a_viewer_cut_off_attaches_again_and_redraws_the_same_state(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=30)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.caught_up and len(app.chart.evals) >= 2)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.state == "paused")
+        points = len(app.chart.raw)
+        loop = run.server._loop
+        assert loop is not None
+        for viewer in list(run.server.viewers.values()):  # as if it had fallen too far behind
+            loop.call_soon_threadsafe(run.server._drop, viewer, True)
+        await wait_for(pilot, lambda: "attaching again" in log_text(app))
+        await wait_for(pilot, lambda: app.caught_up and app._attaches == 2)
+        assert len(app.chart.raw) == points and len(app.chart.evals) >= 2  # the history once, not twice
+        assert app.state == "paused" and app.pause_requested  # the run is still paused: so says the screen
+        await pilot.press("p")  # and it still steers the run
+        await wait_for(pilot, lambda: not run.trainer.paused and app.state == "training")
+
+
+async def test_a_run_whose_process_ends_while_watched_is_shown_as_not_running(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=20, eval_interval=10)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.ended is not None and app.state == "finished")
+        run.close()  # a headless run's process leaves when its training ends
+        await wait_for(pilot, lambda: not app.live and "not running (finished)" in app.status.detail)
+        assert "attaching again" not in log_text(app)
+        await pilot.press("g")  # from its checkpoint now
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert app.return_value == 0

@@ -62,6 +62,14 @@ class LossChart(PlotextPlot):
         self.evals.append((it, train_loss, val_loss))
         self._dirty = True
 
+    def clear(self) -> None:
+        """Forget every point (a viewer that attaches again is sent the history anew)."""
+        self.raw = LossHistory(max_points=4000)
+        self.smooth = LossHistory(max_points=4000)
+        self._smoother = SmoothedLoss()
+        self.evals = []
+        self._dirty = True
+
     def toggle_log_scale(self) -> bool:
         self.log_scale = not self.log_scale
         self._dirty = True
