@@ -15,7 +15,11 @@ work=$(mktemp -d)
 cd "$work"
 steps=${STEPS:-60}
 flags=(--max-iters "$steps" --eval-interval 100000 --eval-iters 2 --sample-interval 100000 "$@")
-trap 'tmux kill-server 2>/dev/null || true' EXIT
+end_sessions() {  # every tmux session this script made, and a moment for their processes to go
+  for s in one v1 v2 v3 disk live; do tmux kill-session -t "$s" 2>/dev/null || true; done
+  sleep 1
+}
+trap end_sessions EXIT
 
 tokens_per_s() {  # run dir, first step: tokens/s from metrics.jsonl over the batches after that step
   python3 - "$1" "$2" <<'PY'
@@ -56,14 +60,14 @@ for round in $(seq "$rounds"); do
   tmux new-session -d -s one -x 120 -y 40 "$cli $text ${flags[*]} --out-dir one-$round"
   wait_for one FINISHED 3600 1
   echo "round $round, 1 viewer, tokens/s: $(tokens_per_s "one-$round" 10)"
-  tmux kill-server 2>/dev/null || true
+  end_sessions
 
   tmux new-session -d -s v1 -x 120 -y 40 "$cli $text ${flags[*]} --out-dir three-$round"
   attach v2 "three-$round"
   attach v3 "three-$round"
   wait_for v1 FINISHED 3600 1
   echo "round $round, 3 viewers, tokens/s: $(tokens_per_s "three-$round" 10)"
-  tmux kill-server 2>/dev/null || true
+  end_sessions
 done
 
 # Keys and bytes while a long run trains with three viewers
@@ -97,7 +101,7 @@ done
 echo "viewer RSS (KB): $(ps -o rss= -C chargpt-tui | tr '\n' ' ')"
 tmux send-keys -t v1 C-q
 sleep 3
-tmux kill-server 2>/dev/null || true
+end_sessions
 
 if [ -z "${SKIP_LONG:-}" ]; then
   tiny=(--block-size 8 --n-embed 16 --n-layers 1 --n-heads 2 --batch-size 4 --eval-interval 5000 --eval-iters 5
@@ -111,7 +115,7 @@ if [ -z "${SKIP_LONG:-}" ]; then
     wait_for disk "sample at step" 30
     wait_for disk "x best" 30
     echo "attach to the finished 100,000-step run, full dashboard: $(ms_since "$start") ms"
-    tmux kill-server 2>/dev/null || true
+    end_sessions
   done
   "$cli" --resume long/ckpt.pt --max-iters 1000000 --headless > /dev/null &
   trainer=$!
@@ -123,7 +127,7 @@ if [ -z "${SKIP_LONG:-}" ]; then
     wait_for live "sample at step" 30
     wait_for live "x best" 30
     echo "attach to the running 100,000-step run, full dashboard: $(ms_since "$start") ms"
-    tmux kill-server 2>/dev/null || true
+    end_sessions
   done
   kill -TERM "$trainer"
   wait "$trainer" || true
