@@ -4,37 +4,25 @@
 # trainer), bytes written to each terminal, and how long `chargpt-tui attach` takes to show a
 # run 100,000 steps long (running, and read from disk). Needs tmux. Usage:
 #   benchmarks/viewers_in_tmux.sh TEXT [ROUNDS] [extra chargpt-tui flags...]
-# Defaults: the seed preset, 60 steps per speed run, 2 rounds. SKIP_LONG=1 leaves out the
-# 100,000-step run (it takes a few minutes).
+#
+# Speed is compared inside one headless run, in windows of WINDOW_S seconds (default 30): no
+# viewer, then one attached, then three, then none again, ROUNDS times (default 3). Separate
+# runs on these shared machines drift by more than the effect measured (8% between two headless
+# runs in a row); windows of one run do not. Each viewer window is compared with the mean of the
+# viewer-less windows before and after it. SKIP_LONG=1 leaves out the 100,000-step run.
 set -euo pipefail
 text=$(realpath "${1:?usage: $0 TEXT [ROUNDS] [flags...]}")
-rounds=${2:-2}
+rounds=${2:-3}
 shift $(( $# >= 2 ? 2 : 1 ))
 cli=${CHARGPT_TUI:-chargpt-tui}
+window=${WINDOW_S:-30}
 work=$(mktemp -d)
 cd "$work"
-steps=${STEPS:-60}
-flags=(--max-iters "$steps" --eval-interval 100000 --eval-iters 2 --sample-interval 100000 "$@")
 end_sessions() {  # every tmux session this script made, and a moment for their processes to go
-  for s in one v1 v2 v3 disk live; do tmux kill-session -t "$s" 2>/dev/null || true; done
+  for s in v1 v2 v3 disk live; do tmux kill-session -t "$s" 2>/dev/null || true; done
   sleep 1
 }
-trap end_sessions EXIT
-
-tokens_per_s() {  # run dir, first step: tokens/s from metrics.jsonl over the batches after that step
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-cfg = json.load(open(sys.argv[1] + "/config.json"))
-times = {}
-for line in open(sys.argv[1] + "/metrics.jsonl"):
-    if '"event": "step"' in line:
-        s = json.loads(line)
-        times.setdefault(s["time_s"], []).append(s["iter"])
-bounds = sorted((t, max(its)) for t, its in times.items() if max(its) >= int(sys.argv[2]))
-(t0, i0), (t1, i1) = bounds[0], bounds[-1]
-print(round((i1 - i0) * cfg["train"]["batch_size"] * cfg["model"]["block_size"] / (t1 - t0), 1))
-PY
-}
+trap 'end_sessions; [ -n "${trainer:-}" ] && kill "$trainer" 2>/dev/null || true' EXIT
 
 screen_has() { tmux capture-pane -p -t "$1" | grep -q -- "$2"; }
 
@@ -48,27 +36,60 @@ wait_for() {  # session, pattern, timeout s, poll s
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
-attach() {  # session, run dir: a viewer in a new tmux window of 120x40, once the run serves
+attach() {  # session, run dir: a viewer at 120x40, once the run serves
   until [ -f "$2/server.json" ]; do sleep 0.1; done
   tmux new-session -d -s "$1" -x 120 -y 40 "$cli attach $2"
 }
 
+mark() {  # the latest whole step line of the run: "iter time_s"
+  tail -n 200 speed/metrics.jsonl | python3 -c '
+import json, sys
+for line in reversed(sys.stdin.readlines()):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("event") == "step":
+        print(r["iter"], r["time_s"]); break'
+}
+
+"$cli" "$text" --max-iters 1000000 --eval-interval 1000000 --eval-iters 2 --sample-interval 1000000 "$@" \
+  --out-dir speed --headless > /dev/null &
+trainer=$!
+until [ -f speed/metrics.jsonl ] && grep -q '"event": "step"' speed/metrics.jsonl; do sleep 0.5; done
+sleep 10
+tokens=$(python3 -c 'import json; c=json.load(open("speed/config.json")); print(c["train"]["batch_size"]*c["model"]["block_size"])')
+: > windows.txt
+measure() {  # label: one window's tokens/s, appended to windows.txt
+  local a b
+  a=$(mark); sleep "$window"; b=$(mark)
+  python3 -c "a='$a'.split(); b='$b'.split(); print('$1', round((int(b[0])-int(a[0]))*$tokens/(float(b[1])-float(a[1])), 1))" \
+    | tee -a windows.txt
+}
 for round in $(seq "$rounds"); do
-  "$cli" "$text" "${flags[@]}" --headless --out-dir "h-$round" > /dev/null
-  echo "round $round, no viewer, tokens/s: $(tokens_per_s "h-$round" 10)"
-
-  tmux new-session -d -s one -x 120 -y 40 "$cli $text ${flags[*]} --out-dir one-$round"
-  wait_for one FINISHED 3600 1
-  echo "round $round, 1 viewer, tokens/s: $(tokens_per_s "one-$round" 10)"
-  end_sessions
-
-  tmux new-session -d -s v1 -x 120 -y 40 "$cli $text ${flags[*]} --out-dir three-$round"
-  attach v2 "three-$round"
-  attach v3 "three-$round"
-  wait_for v1 FINISHED 3600 1
-  echo "round $round, 3 viewers, tokens/s: $(tokens_per_s "three-$round" 10)"
-  end_sessions
+  measure none
+  attach v1 speed; wait_for v1 TRAINING 60 0.2; sleep 3
+  measure one
+  attach v2 speed; attach v3 speed; wait_for v2 TRAINING 60 0.2; wait_for v3 TRAINING 60 0.2; sleep 3
+  measure three
+  end_sessions; sleep 2
 done
+measure none
+python3 - <<'PY'
+rows = [line.split() for line in open("windows.txt")]
+for kind in ("one", "three"):
+    ratios = []
+    for i, (label, value) in enumerate(rows):
+        if label != kind:
+            continue
+        before = next(float(v) for l, v in reversed(rows[:i]) if l == "none")
+        after = next(float(v) for l, v in rows[i:] if l == "none")
+        ratios.append(float(value) / ((before + after) / 2))
+    ratios.sort()
+    print(f"{kind} viewer(s): {', '.join(f'{100 * r:.1f}%' for r in ratios)} of the viewer-less windows "
+          f"(median {100 * ratios[len(ratios) // 2]:.1f}%)")
+PY
+kill "$trainer"; wait "$trainer" || true; trainer=
 
 # Keys and bytes while a long run trains with three viewers
 tmux new-session -d -s v1 -x 120 -y 40 "$cli $text --max-iters 100000 --eval-interval 100000 --eval-iters 2 $* --out-dir live"
