@@ -76,6 +76,8 @@ def test_a_100k_step_run_keeps_memory_flat(tmp_path: Path, mode: str) -> None:
         baseline, peak, took = watch(proc, tmp_path / "run" / "metrics.jsonl", timeout=1800)
         assert proc.wait(timeout=120) == 0
     else:
+        # the dashboard's own memory: a viewer's chart and logs are bounded too (the training
+        # process it starts is a headless one, watched above)
         with TerminalProcess(args, tmp_path, size=(120, 40)) as term:
             baseline, peak, took = watch(term.proc, tmp_path / "run" / "metrics.jsonl", timeout=1800)
             term.wait_for("finished", timeout=120)  # and stays open on the final state; q quits
