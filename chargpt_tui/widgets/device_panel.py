@@ -10,6 +10,9 @@ from chargpt_tui.format import si
 
 
 class DevicePanel(Widget):
+    """Repaints at most once a second, and only when its text changed: each repaint is a Rich
+    table laid out again, and a viewer's every millisecond of CPU is one taken from training."""
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.device_name = "…"
@@ -21,6 +24,15 @@ class DevicePanel(Widget):
         self.ms_per_step = 0.0
         self.mfu: float | None = None
         self.lr = 0.0
+        self._stale = False
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._refresh_if_stale)
+
+    def _refresh_if_stale(self) -> None:
+        if self._stale:
+            self._stale = False
+            self.refresh()
 
     def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str) -> None:
         self.device_name, self.dtype, self.threads, self.torch_version = device_name, dtype, threads, torch_version
@@ -30,7 +42,7 @@ class DevicePanel(Widget):
         shown = (si(self.tokens_per_s), round(self.ms_per_step), f"{self.lr:.1e}", self._mfu_text())
         self.tokens_per_s, self.ms_per_step, self.lr, self.mfu = tokens_per_s, ms_per_step, lr, mfu
         if shown != (si(tokens_per_s), round(ms_per_step), f"{lr:.1e}", self._mfu_text()):
-            self.refresh()  # only when what is on screen changes
+            self._stale = True  # only when what is on screen changes
 
     def _mfu_text(self) -> str:
         return f"{100 * self.mfu:.1f}%" if self.mfu is not None else "–"
@@ -38,7 +50,7 @@ class DevicePanel(Widget):
     def set_memory(self, memory: str) -> None:
         if memory != self.memory:
             self.memory = memory
-            self.refresh()
+            self._stale = True
 
     def render(self) -> Table:
         table = Table.grid(padding=(0, 1))

@@ -41,10 +41,12 @@ class ProgressPanel(Widget):
     def set_run(self, it: int, max_iters: int, eval_interval: int, elapsed_s: float) -> None:
         self.iter, self.max_iters, self.eval_interval = it, max_iters, eval_interval
         self.set_elapsed(elapsed_s)
+        self._refresh_if_changed()
 
     def set_elapsed(self, elapsed_s: float) -> None:
+        # shown at the next tick of the clock (once a second), not at every event: each repaint
+        # costs the viewer's CPU, and so training's
         self.elapsed_s, self._elapsed_at = elapsed_s, time.monotonic()
-        self._refresh_if_changed()
 
     def add_steps(self, it: int, n_steps: int, ms_per_step: float, elapsed_s: float) -> None:
         self.iter = it
