@@ -51,8 +51,8 @@ class RunJournal:
         self.time_s = event.time_s
 
     def _start(self, event: ev.RunStarted) -> None:
-        if event.step_history or event.eval_history or self.started is None:
-            # the trainer's own history (a resume restores it from the checkpoint)
+        if not event.resumed or event.step_history or event.eval_history or self.started is None:
+            # a new run starts from nothing; a resumed one has its history from the checkpoint
             self.steps = LossHistory(max_points=4000)
             self.steps.extend((p[0] for p in event.step_history), (p[1] for p in event.step_history))
             self.evals = [(int(i), t, v) for i, t, v in event.eval_history]
@@ -62,9 +62,12 @@ class RunJournal:
             self.steps.truncate_after(event.iter)
             self.evals = [e for e in self.evals if e[0] <= event.iter]
         self.started = event
+        self.forget_end()
+
+    def forget_end(self) -> None:
+        """A new segment of the run begins (a resume): an earlier segment's end is not its own."""
         self.paused = False
         self.ended = None
-        # an earlier segment's end is not this one's
         kept = [(e, at) for e, at in self.recent if not isinstance(e, (ev.Finished, ev.Failed))]
         self.recent = deque(kept, maxlen=self.recent.maxlen)
 

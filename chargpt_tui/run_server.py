@@ -39,6 +39,7 @@ from model.trainer import Trainer
 
 from . import protocol
 from .journal import RunJournal
+from .runs import read_journal
 from .runtime import RunLock, ServerInfo, remove_dead_sockets, remove_stale_server, runtime_dir, write_server_info
 
 MAX_BAD_REQUESTS = 20
@@ -87,7 +88,10 @@ class RunServer:
         self.socket_buffer_bytes = socket_buffer_bytes
         self.folder = folder
         self.check_peer = check_peer
-        self.journal = RunJournal()
+        # A resumed run's earlier samples and messages are in metrics.jsonl: late viewers get them
+        # too (its loss history comes with the trainer's start event, from the checkpoint).
+        self.journal = read_journal(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else RunJournal()
+        self.journal.forget_end()
         self.viewers: dict[int, _Viewer] = {}
         self.cut_off = 0  # viewers disconnected for being too slow or too noisy (tests, diagnostics)
         self.socket_path: Path | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,35 @@ def test_a_nan_loss_logged_as_null_reads_back(tmp_path: Path, text: str) -> None
         f.write(text)
     journal = read_journal(path)
     assert len(journal.steps) == 1
+
+
+def test_a_resumed_run_serves_its_earlier_samples_and_messages(corpus: object, tmp_path: Path) -> None:
+    """A late viewer of a resumed run sees what was logged before the resume, with the loss
+    history of the checkpoint it resumed from."""
+    from helpers import tiny_configs
+    from serving import ServedRun
+
+    from model.checkpoint import load_checkpoint
+    from model.rundir import RunDir
+    from model.trainer import Trainer
+
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, sample_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    with ServedRun(Trainer(corpus, model_config, train_config, run_dir=run_dir)) as first:
+        first.thread.join(timeout=60)
+    state = load_checkpoint(run_dir.ckpt_path)
+    more = type(train_config)(**{**train_config.__dict__, "max_iters": 1_000_000})
+    with ServedRun(Trainer(corpus, model_config, more, run_dir=run_dir, resume=state), start=False) as second:
+        assert not any(isinstance(e, ev.Finished) for e, _ in second.server.journal.catch_up())
+        second.start()
+        deadline = time.monotonic() + 60
+        while second.server.journal.iter < 25:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        caught_up = [e for e, _ in second.server.journal.catch_up()]
+    samples = [e.iter for e in caught_up if isinstance(e, ev.SampleGenerated)]
+    assert samples[:2] == [10, 20]  # from metrics.jsonl, before the resume
+    start = caught_up[0]
+    assert isinstance(start, ev.RunStarted) and start.resumed and len(start.step_history) >= 25
+    assert not any(isinstance(e, ev.Finished) for e in caught_up)  # the first segment's end is not this one's
