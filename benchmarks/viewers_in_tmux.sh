@@ -130,26 +130,22 @@ if [ -z "${SKIP_LONG:-}" ]; then
   start=$(date +%s)
   "$cli" "$text" "${tiny[@]}" --max-iters 100000 --out-dir long --headless > /dev/null
   echo "100,000 steps of a tiny model: $(( $(date +%s) - start )) s; metrics.jsonl $(stat -c %s long/metrics.jsonl) bytes"
-  for i in 1 2 3; do
-    start=$(date +%s%N)
-    tmux new-session -d -s disk -x 120 -y 40 "$cli attach long"
-    wait_for disk "sample at step" 30
-    wait_for disk "x best" 30
-    echo "attach to the finished 100,000-step run, full dashboard: $(ms_since "$start") ms"
-    end_sessions
-  done
+  time_attach() {  # what the run is: three times, from the command to the full dashboard
+    for i in 1 2 3; do
+      start=$(date +%s%N)
+      tmux new-session -d -s disk -x 120 -y 40 "$cli attach long"
+      wait_for disk "sample at step" 30
+      wait_for disk "x best" 30
+      echo "attach to the $1 100,000-step run, full dashboard: $(ms_since "$start") ms"
+      end_sessions
+    done
+  }
+  time_attach finished
   "$cli" --resume long/ckpt.pt --max-iters 1000000 --headless > /dev/null &
   trainer=$!
   until [ -f long/server.json ] && grep -q "$trainer" long/server.json 2>/dev/null; do sleep 0.1; done
   sleep 2
-  for i in 1 2 3; do
-    start=$(date +%s%N)
-    tmux new-session -d -s live -x 120 -y 40 "$cli attach long"
-    wait_for live "sample at step" 30
-    wait_for live "x best" 30
-    echo "attach to the running 100,000-step run, full dashboard: $(ms_since "$start") ms"
-    end_sessions
-  done
+  time_attach running
   kill -TERM "$trainer"
   wait "$trainer" || true
 fi
