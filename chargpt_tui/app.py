@@ -221,8 +221,8 @@ class ChargptApp(App[int]):
         self.finished = True
         self.progress.running = False
         self.state = n.state  # finished, stopped, failed or crashed
-        self.status.detail = (f"not running ({n.state})" + (f" · {self.status.detail}" if self.status.detail
-                                                            and "not running" not in self.status.detail else ""))
+        shown = self.status.detail if "not running" not in self.status.detail else ""  # how it ended, say
+        self.status.detail = f"not running ({n.state})" + (f" · {shown}" if shown else "")
         if self._attaches <= 1 and not self._quitting:
             self._log(f"[b]not running[/] ({n.state}): this is the run as it was left; g generates from its "
                       "ckpt.pt; it is never trained from here")
@@ -241,7 +241,7 @@ class ChargptApp(App[int]):
     def _reattach(self) -> None:
         time.sleep(0.5)
         try:
-            self.link.reconnect()  # type: ignore[attr-defined]
+            self.link.reconnect()
         except Exception as exc:
             self.call_from_thread(self._log, f"[b red]could not attach again:[/] {exc}")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from model import events as ev
 
 from . import protocol
-from .runs import read_config, read_journal, summarize
+from .runs import is_run_dir, load_run_model, read_config, read_journal, summarize
 from .runtime import ServerInfo, is_running
 
 if TYPE_CHECKING:  # PyTorch is loaded only to generate: a viewer starts without it
@@ -116,14 +116,12 @@ class RunLink:
         """The weights as they are now (blocks: call it from a worker thread)."""
         raise NotImplementedError
 
+    def reconnect(self) -> None:
+        """Attach again after being cut off (only a link to a running run can be)."""
+        raise AttachError(f"{self.run_dir} is not running")
+
     def close(self) -> None:
         pass
-
-
-def load_snapshot(run_dir: Path) -> GPT:
-    from .runs import load_run_model
-
-    return load_run_model(run_dir)
 
 
 # ---- a running run ----------------------------------------------------------------------------------
@@ -278,17 +276,17 @@ class RunClient(RunLink):
 
     def snapshot(self, timeout: float = 120.0) -> GPT:
         if not self.connected:
-            return load_snapshot(self.run_dir)
+            return load_run_model(self.run_dir)
         request_id = next(self._ids)
         future: Future[GPT] = Future()
         self._snapshots[request_id] = future
         if not self._send({"op": "snapshot", "id": request_id}):
             self._snapshots.pop(request_id, None)
-            return load_snapshot(self.run_dir)
+            return load_run_model(self.run_dir)
         try:
             return future.result(timeout=timeout)
         except ConnectionError:
-            return load_snapshot(self.run_dir)  # the run ended meanwhile: its last checkpoint
+            return load_run_model(self.run_dir)  # the run ended meanwhile: its last checkpoint
 
     def close(self) -> None:
         self._closing = True
@@ -311,14 +309,10 @@ class RunClient(RunLink):
 def _model_from_bytes(payload: bytes) -> GPT:
     import torch
 
-    from model.config import GPTConfig
-    from model.gpt import GPT
+    from model.checkpoint import model_from_checkpoint
 
     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model
+    return model_from_checkpoint(state)[0]
 
 
 # ---- a run that is not running ----------------------------------------------------------------------
@@ -348,15 +342,13 @@ class RunOnDisk(RunLink):
         return False
 
     def snapshot(self) -> GPT:
-        return load_snapshot(self.run_dir)
+        return load_run_model(self.run_dir)
 
 
 def open_link(run_dir: Path) -> RunLink:
     """A client of the run's process if it is running, else the run read from disk."""
     if not run_dir.is_dir():
         raise AttachError(f"{run_dir}: no such run directory")
-    from .runs import is_run_dir
-
     if not is_run_dir(run_dir):
         raise AttachError(f"{run_dir} is not a run directory (no config.json or metrics.jsonl)")
     if is_running(run_dir):

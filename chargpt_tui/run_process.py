@@ -145,8 +145,9 @@ def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach"
 
 
 def _ending(trainer: Trainer, result: RunResult, caught: list[int]) -> tuple[int, str, str | None]:
-    """Print how the run ended; return its exit status, the summary viewers are sent, and the
-    warning about an unsaved checkpoint, if any."""
+    """Print how the run ended; return its exit status, the summary viewers are sent, and what a
+    viewer should add on stderr: why the run failed, or which checkpoint is kept when the latest
+    could not be saved."""
     unsaved = trainer.unsaved_warning(result.iter) if result.status != "failed" else None
     saved = trainer.run_dir.ckpt_path if trainer.run_dir and not unsaved else None
     if caught:
@@ -162,9 +163,7 @@ def _ending(trainer: Trainer, result: RunResult, caught: list[int]) -> tuple[int
     best = f"best val loss {result.best_val_loss:.4f} at step {result.best_iter}" if result.best_iter >= 0 else ""
     where = f"checkpoints in {trainer.run_dir.path}" if trainer.run_dir else ""
     summary = "; ".join(p for p in (f"at step {result.iter}", best, where) if p)
-    if result.error:
-        unsaved = result.error
-    return code, summary, unsaved
+    return code, summary, result.error or unsaved
 
 
 def _log_to_run_dir(trainer: Trainer) -> None:

@@ -417,7 +417,9 @@ class RunServer:
             buffer = io.BytesIO()
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             del model
-            torch.save({"model_config": asdict(self.trainer.model_config), "model": state}, buffer)
+            # what a checkpoint holds of a model, so that the viewer reads it as one
+            torch.save({"model_config": asdict(self.trainer.model_config), "train_config": asdict(self.trainer.config),
+                        "vocab": "".join(self.trainer.corpus.tokenizer.chars), "model": state}, buffer)
             payload, error = buffer.getvalue(), None
         except Exception as exc:  # reported to the viewers; training is not this thread's business
             payload, error = b"", f"snapshot failed: {exc}"
