@@ -43,6 +43,10 @@ from .runs import read_journal
 from .runtime import RunLock, ServerInfo, remove_dead_sockets, remove_stale_server, runtime_dir, write_server_info
 
 MAX_BAD_REQUESTS = 20
+# How long a snapshot waits for the loop's next step boundary (an evaluation of the default
+# preset takes about 100 s on a slow 2-core CPU); under the viewer's own 120 s, so that the
+# viewer hears why rather than only that nothing came.
+SNAPSHOT_TIMEOUT_S = 100.0
 
 
 @dataclass
@@ -404,16 +408,15 @@ class RunServer:
         loop = self._loop
         assert loop is not None
         try:
-            model = None
-            for _ in range(3):  # a request that raced with the loop's end is taken again, idle
-                future = self.trainer.snapshot()
-                try:
-                    model = future.result(timeout=30)
-                    break
-                except FuturesTimeout:
-                    future.cancel()  # the loop skips a cancelled request: no copy made for nobody
-            if model is None:
-                raise TimeoutError("the training loop did not answer within 90 s")
+            # answered at the next step boundary or the loop's end; only a step or an evaluation
+            # that takes minutes makes this wait run out
+            future = self.trainer.snapshot()
+            try:
+                model = future.result(timeout=SNAPSHOT_TIMEOUT_S)
+            except FuturesTimeout:
+                future.cancel()  # the loop skips a cancelled request: no copy made for nobody
+                waited = f"{SNAPSHOT_TIMEOUT_S:.0f} s"
+                raise TimeoutError(f"the training loop did not reach a step boundary within {waited}") from None
             buffer = io.BytesIO()
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             del model

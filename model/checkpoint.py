@@ -8,7 +8,10 @@ A checkpoint is a dict of tensors and plain Python values only, so that
     model_config            GPTConfig fields
     train_config            TrainConfig fields
     vocab                   the vocabulary as one string of sorted characters
-    iter                    training steps done (every evaluation due at iter is done too)
+    iter                    training steps done (every evaluation due at iter is done too,
+                            unless due_done is False)
+    due_done                False when a stop abandoned the evaluation due at iter: a run
+                            resumed from it evaluates (and samples) there first (absent: True)
     best_val_loss, best_iter
     elapsed_s               training time so far
     rng                     torch (CPU), cuda (list), train_batches, eval_batches, samples

@@ -84,9 +84,15 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
     ]
     # The fused implementation (one kernel for all parameters, CPU and CUDA) computes the same
     # update as the default for-each one; on the cpu preset's small model it saves ~2 ms a step.
+    # Where this PyTorch has no fused kernel for the device, the for-each one.
     device = next(model.parameters()).device
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=fused)
+    settings: dict[str, Any] = {"lr": config.learning_rate, "betas": (config.beta1, config.beta2)}
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(groups, **settings, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(groups, **settings)
 
 
 class Trainer:
@@ -141,6 +147,7 @@ class Trainer:
         self.eval_history: list[tuple[int, float, float]] = []
         self._elapsed_before = 0.0
         self._resumed = resume is not None
+        self._due_done_at_start = True  # see _loop; a checkpoint may say otherwise
         self._last_saved_iter = -1  # the step ckpt.pt in run_dir holds, as far as this run knows
         self.last_save_error: str | None = None  # why the latest save failed; None after a success
         if resume is not None:
@@ -154,7 +161,9 @@ class Trainer:
         self._eval_requested = threading.Event()
         self._wake = threading.Event()
         self._snapshots: queue.SimpleQueue[Future[GPT]] = queue.SimpleQueue()
-        self._running = threading.Lock()
+        self._running = threading.Lock()  # held by run()
+        self._controls = threading.Lock()  # guards _looping; see _submit
+        self._looping = False  # the loop takes the controls' requests (else their caller does them)
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
@@ -183,15 +192,11 @@ class Trainer:
 
     def request_save(self) -> None:
         """Save ckpt.pt at the next step boundary; at once (in this thread) when not training."""
-        if not self._run_if_idle(lambda: self._save(self.iter, "request")):
-            self._save_requested.set()
-            self._wake.set()
+        self._submit(self._save_requested.set, lambda: self._save(self.iter, "request"))
 
     def request_eval(self) -> None:
         """Evaluate at the next step boundary; at once (in this thread) when not training."""
-        if not self._run_if_idle(lambda: self._evaluate_and_save(self.iter, save=False)):
-            self._eval_requested.set()
-            self._wake.set()
+        self._submit(self._eval_requested.set, lambda: self._evaluate_and_save(self.iter, save=False))
 
     def stop(self) -> None:
         self._stop.set()
@@ -204,12 +209,12 @@ class Trainer:
     def snapshot(self) -> Future[GPT]:
         """A copy of the model as it is now (eval mode), taken between steps.
 
-        For generating while training goes on. Resolves at once when the loop is not running.
+        For generating while training goes on. Resolves at the next step boundary (after the
+        evaluation in progress, if any), at the loop's end if that comes first, or at once when
+        the loop is not running: never left unanswered. A cancelled future is skipped.
         """
         future: Future[GPT] = Future()
-        if not self._run_if_idle(lambda: future.set_result(self._copy_model())):
-            self._snapshots.put(future)
-            self._wake.set()
+        self._submit(lambda: self._snapshots.put(future), lambda: self._answer_snapshot(future))
         return future
 
     def wait_until_idle(self, timeout: float) -> bool:
@@ -219,19 +224,22 @@ class Trainer:
         self._running.release()
         return True
 
-    def _run_if_idle(self, work: Callable[[], object]) -> bool:
-        """Do work now if the loop is not running (before or after training); else return False."""
-        if not self._running.acquire(blocking=False):
-            return False
-        try:
-            work()
-        finally:
-            self._running.release()
-        return True
+    def _submit(self, enqueue: Callable[[], object], do_now: Callable[[], object]) -> None:
+        """A control's one owner: the loop while it runs (enqueue, and wake it), else the caller,
+        now. Both under one lock with the loop's start and end, so that a request made as the
+        loop ends is either taken by the loop's last look at its requests or done here."""
+        with self._controls:
+            if self._looping:
+                enqueue()
+                self._wake.set()
+                return
+            do_now()
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
         with self._running:
+            with self._controls:
+                self._looping = True
             self._t0 = time.perf_counter()
             try:
                 self._emit(self._started_event())
@@ -245,7 +253,9 @@ class Trainer:
                 self._emit(ev.Failed(self.iter, self._time_s(), message))
                 return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
             finally:
-                self._serve_snapshots()
+                with self._controls:
+                    self._looping = False
+                    self._serve_last_requests()
             if self.diverged is not None:  # held after a divergence, then stopped
                 self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
                 return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, self.diverged)
@@ -259,11 +269,13 @@ class Trainer:
         start = self.iter
         while True:
             it = self.iter
-            skip_due = self._resumed and it == start  # done before the checkpoint was taken
+            # what is due at the step a resumed run starts from was done before its checkpoint,
+            # unless a stop abandoned it (then the checkpoint says so)
+            skip_due = self._resumed and it == start and self._due_done_at_start
             evaluated = False
             if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_due:
                 if not self._evaluate_and_save(it, save=True):
-                    return self._stop_and_save()
+                    return self._stop_and_save(due_done=False)
                 evaluated = True
             if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
                 self._sample(it)
@@ -342,11 +354,15 @@ class Trainer:
         self.model.eval()
         last_report = time.perf_counter()
         out: dict[str, float] = {}
+        # An evaluation abandoned by a stop leaves the batches it would have drawn undrawn, so a
+        # resumed run that does it again sees the batches the uninterrupted run saw.
+        eval_gen_state = self.eval_gen.get_state()
         try:
             for s, split in enumerate(("train", "val")):
                 losses = torch.zeros(cfg.eval_iters)
                 for k in range(cfg.eval_iters):
                     if self._stop.is_set():
+                        self.eval_gen.set_state(eval_gen_state)
                         raise _StopNow
                     x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen)
                     with autocast(self.device, cfg.dtype):
@@ -430,13 +446,15 @@ class Trainer:
         self._serve_snapshots()
         return True
 
-    def _stop_and_save(self) -> bool:
+    def _stop_and_save(self, due_done: bool = True) -> bool:
+        """due_done=False: a stop abandoned the evaluation due at this step; the checkpoint says
+        so, and a run resumed from it evaluates (and samples) there first."""
         self._flush_steps()
-        self._save(self.iter, "stop")
+        self._save(self.iter, "stop", due_done=due_done)
         return True
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def _save(self, it: int, reason: str, best: bool = False) -> None:
+    def _save(self, it: int, reason: str, best: bool = False, due_done: bool = True) -> None:
         if self.run_dir is None:
             return
         path = self.run_dir.ckpt_path
@@ -448,7 +466,7 @@ class Trainer:
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
             return
         try:
-            save_checkpoint(self.checkpoint_state(it), path, also=self.run_dir.best_path if best else None)
+            save_checkpoint(self.checkpoint_state(it, due_done), path, also=self.run_dir.best_path if best else None)
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self.last_save_error = exc.strerror or str(exc)
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
@@ -475,7 +493,7 @@ class Trainer:
     def _weights_are_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
-    def checkpoint_state(self, it: int) -> dict[str, Any]:
+    def checkpoint_state(self, it: int, due_done: bool = True) -> dict[str, Any]:
         rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "train_batches": self.train_gen.get_state(),
@@ -491,6 +509,7 @@ class Trainer:
             "train_config": asdict(self.config),
             "vocab": "".join(self.corpus.tokenizer.chars),
             "iter": it,
+            "due_done": due_done,
             "best_val_loss": self.best_val_loss,
             "best_iter": self.best_iter,
             "elapsed_s": self._time_s(),
@@ -510,6 +529,7 @@ class Trainer:
             for group in self.optimizer.param_groups:  # the new config's betas and decay win
                 group["betas"] = (self.config.beta1, self.config.beta2)
         self.iter = int(state["iter"])
+        self._due_done_at_start = bool(state.get("due_done", True))
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         self.best_iter = int(state.get("best_iter", -1))
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -548,8 +568,31 @@ class Trainer:
                 future = self._snapshots.get_nowait()
             except queue.Empty:
                 return
-            if future.set_running_or_notify_cancel():
-                future.set_result(self._copy_model())
+            self._answer_snapshot(future)
+
+    def _answer_snapshot(self, future: Future[GPT]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled: no copy made for nobody
+        try:
+            future.set_result(self._copy_model())
+        except Exception as exc:  # out of memory, say: the caller hears of it rather than waits
+            future.set_exception(exc)
+
+    def _serve_last_requests(self) -> None:
+        """At the loop's end (under the controls lock): what was asked for while it ended. An
+        evaluation asked for is done unless a stop ended the run; saves and snapshots always."""
+        try:
+            if self._eval_requested.is_set():
+                self._eval_requested.clear()
+                if not self._stop.is_set():
+                    self._evaluate_and_save(self.iter, save=False)
+            if self._save_requested.is_set():
+                self._save_requested.clear()
+                self._save(self.iter, "request")
+        except Exception as exc:  # the run's own ending (finished, failed) is what to report
+            self._emit(ev.Warning(self.iter, self._time_s(), f"a request at the end of the run failed: {exc}"))
+        finally:
+            self._serve_snapshots()
 
     def _started_event(self) -> ev.RunStarted:
         n_params = self.model.num_params()

@@ -134,7 +134,10 @@ def test_controls_pause_save_eval_stop(corpus: Corpus, tmp_path: Path) -> None:
     assert trainer.iter == at_pause  # nothing trained while paused
     assert load_checkpoint(run_dir.ckpt_path)["iter"] == at_pause
     snapshot = trainer.snapshot().result(timeout=30)
-    assert not snapshot.training
+    assert not snapshot.training and snapshot is not trainer.model
+    live = trainer.model.state_dict()
+    for name, tensor in snapshot.state_dict().items():
+        assert torch.equal(tensor, live[name]) and tensor.data_ptr() != live[name].data_ptr(), name
     trainer.resume()
     trainer.stop()
     thread.join(30)
@@ -224,3 +227,125 @@ def test_on_divergence_pause_holds_the_loop_and_refuses_to_save(corpus: Corpus, 
     assert refused and all("not saved" in e.error for e in refused)
     assert load_checkpoint(run_dir.ckpt_path)["iter"] == 10
     assert not any(isinstance(e, ev.EvalDone) and e.iter > 10 for e in seen)
+
+
+def test_a_stop_during_an_evaluation_is_done_again_on_resume(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, eval_iters=4)
+    one_go = Trainer(corpus, model_config, train_config)
+    straight = collect(one_go)
+    one_go.run()
+
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    stopped = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
+
+    def stop_in_the_evaluation_at_10(event: ev.Event) -> None:
+        if isinstance(event, ev.EvalProgress) and event.iter == 10:
+            stopped.stop()
+
+    stopped.add_listener(stop_in_the_evaluation_at_10)
+    first = collect(stopped)
+    assert stopped.run().status == "stopped"
+    assert [e.iter for e in first if isinstance(e, ev.EvalDone)] == [0]  # the one at 10 was abandoned
+    state = load_checkpoint(run_dir.ckpt_path)
+    assert state["iter"] == 10 and state["due_done"] is False
+
+    resumed = Trainer(corpus, model_config, train_config, resume=state)
+    after = collect(resumed)
+    resumed.run()
+    # the evaluation and the sample at 10 are done on resume, as the uninterrupted run did them
+    def evals(events: list[ev.Event]) -> list[tuple[int, float, float]]:
+        return [(e.iter, e.train_loss, e.val_loss) for e in events if isinstance(e, ev.EvalDone)]
+
+    def samples(events: list[ev.Event]) -> list[tuple[int, str]]:
+        return [(e.iter, e.text) for e in events if isinstance(e, ev.SampleGenerated)]
+
+    assert evals(after) == evals(straight)[1:]
+    assert samples(after) == samples(straight)
+    assert steps_of(after) == steps_of(straight)[10:]
+
+
+def test_requests_made_as_the_loop_ends_are_answered(corpus: Corpus, tmp_path: Path) -> None:
+    # A listener of the last event runs in the loop's thread after its last look at the
+    # requests: the moment a viewer's request can race with the end of the loop.
+    model_config, train_config = tiny_configs(corpus, max_iters=5, eval_interval=100)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    asked: list[object] = []
+
+    def at_the_end(event: ev.Event) -> None:
+        if isinstance(event, ev.Finished):
+            asked.append(trainer.snapshot())
+            trainer.request_save()
+
+    trainer.add_listener(at_the_end)
+    seen = collect(trainer)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    snapshot = asked[0].result(timeout=5)  # type: ignore[attr-defined]
+    assert not snapshot.training
+    assert any(isinstance(e, ev.CheckpointSaved) and e.reason == "request" for e in seen)
+
+
+def test_requests_while_training_are_served_by_the_loop_at_a_step_boundary(corpus: Corpus) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=100_000, eval_interval=100_000)
+    trainer = Trainer(corpus, model_config, train_config, event_interval_s=0.0)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        futures = [trainer.snapshot() for _ in range(3)]
+        cancelled = trainer.snapshot()
+        cancelled.cancel()
+        models = [f.result(timeout=30) for f in futures]
+        assert len({id(m) for m in models}) == 3 and all(not m.training for m in models)
+        assert cancelled.cancelled()
+    finally:
+        trainer.stop()
+        thread.join(timeout=60)
+
+
+def test_grad_clip_bounds_the_gradient_norm(corpus: Corpus) -> None:
+    def grad_norm_after_a_step(grad_clip: float) -> float:
+        model_config, train_config = tiny_configs(corpus, grad_clip=grad_clip)
+        trainer = Trainer(corpus, model_config, train_config)
+        trainer.train_step(0)  # zero_grad comes before backward: the step's gradients stay
+        return sum(float(p.grad.pow(2).sum()) for p in trainer.model.parameters() if p.grad is not None) ** 0.5
+
+    unclipped = grad_norm_after_a_step(0.0)
+    assert unclipped > 0.05
+    assert grad_norm_after_a_step(0.01) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_weight_decay_applies_to_matrices_and_embeddings_only(corpus: Corpus) -> None:
+    model_config, train_config = tiny_configs(corpus, weight_decay=0.1)
+    trainer = Trainer(corpus, model_config, train_config)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    groups = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in trainer.optimizer.param_groups}
+    decayed, kept = groups[0.1], groups[0.0]
+    assert decayed | kept == set(names.values()) and not decayed & kept
+    assert "token_embedding.weight" in decayed and "position_embedding.weight" in decayed
+    assert "blocks.0.sa.qkv.weight" in decayed and "lm_head.weight" in decayed
+    assert all(n.endswith(".bias") or ".ln" in n or n.startswith("ln_f") for n in kept), kept
+    assert "blocks.0.ln1.weight" in kept and "lm_head.bias" in kept
+
+
+def test_the_optimizer_falls_back_where_fused_adamw_is_missing(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model import trainer as trainer_module
+
+    real = torch.optim.AdamW
+    tried: list[bool] = []
+
+    def old_adamw(*args: object, fused: bool | None = None, **kwargs: object) -> torch.optim.AdamW:
+        tried.append(bool(fused))
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer_module.torch.optim, "AdamW", old_adamw)
+    model_config, train_config = tiny_configs(corpus, max_iters=3, eval_interval=100)
+    trainer = Trainer(corpus, model_config, train_config)
+    assert tried == [True, False]
+    assert trainer.run().status == "finished"
