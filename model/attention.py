@@ -84,7 +84,17 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, qkv: torch.Tensor, n_heads: int, p: float, chunk: int) -> torch.Tensor:  # type: ignore[override]
+        # Under autocast this computes in autocast's dtype, as a matmul would; either way the
+        # dtypes are this code's own (autocast off inside), and backward's too (custom_bwd).
+        if torch.is_autocast_enabled("cpu"):
+            qkv = qkv.to(torch.get_autocast_dtype("cpu"))
+        with torch.autocast("cpu", enabled=False):
+            return _ChunkedAttentionWithDropout._forward(ctx, qkv, n_heads, p, chunk)
+
+    @staticmethod
+    def _forward(ctx, qkv: torch.Tensor, n_heads: int, p: float, chunk: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
         B, T, C3 = qkv.shape
         C = C3 // 3
         nh, hs = n_heads, C // n_heads
@@ -110,18 +120,31 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        with torch.autocast("cpu", enabled=False):
+            return _ChunkedAttentionWithDropout._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[no-untyped-def]
         heads, out, *saved = ctx.saved_tensors
         p = ctx.p
         _, B, nh, T, hs = heads.shape
         q, k, v = (t.view(B * nh, T, hs) for t in heads.unbind(0))
         alpha = hs**-0.5
+        # In bfloat16 (or float16) the score gradients are computed in float32, as flash
+        # attention does: their two terms nearly cancel where a row's weights are spread over
+        # similar values, and bfloat16's 8 bits would leave mostly rounding. They go back to the
+        # input's dtype for the products with q and k.
+        acc = torch.float32 if heads.dtype in (torch.bfloat16, torch.float16) else heads.dtype
+        grad_out = grad_out.to(heads.dtype)
         dy = torch.empty_like(q)  # (B * nh, T, hs), times 1 / (1 - p)
         torch.mul(grad_out.view(B, T, nh, hs).transpose(1, 2), 1.0 / (1.0 - p), out=dy.view(B, nh, T, hs))
+        v_acc = v.to(acc)
         # rowsum((G v^T) * D) = rowsum(G * (D v)): per row, the dot product of the output's
         # gradient and the output itself (the 1 / (1 - p) of each cancels), (B * nh, T, 1).
-        row_dots = (grad_out * out).view(B, T, nh, hs).sum(-1).transpose(1, 2).reshape(B * nh, T, 1)
+        row_dots = (grad_out.to(acc) * out.to(acc)).view(B, T, nh, hs).sum(-1).transpose(1, 2).reshape(B * nh, T, 1)
         dqkv = torch.empty(B, T, 3, nh, hs, dtype=heads.dtype, device=heads.device)
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         # Last chunk first: it sees every key, so it writes dk and dv of its batch rows whole,
@@ -130,8 +153,9 @@ class _ChunkedAttentionWithDropout(torch.autograd.Function):
             g0, g1 = b0 * nh, b1 * nh
             weights, dropped = saved[2 * i], saved[2 * i + 1]
             g = dy[g0:g1, s:e]
-            d_scores = torch.bmm(g, v[g0:g1, :e].mT).mul_(dropped)  # (G v^T) * D
+            d_scores = torch.bmm(g.to(acc), v_acc[g0:g1, :e].mT).mul_(dropped)  # (G v^T) * D
             d_scores.addcmul_(weights, row_dots[g0:g1, s:e], value=-1.0)
+            d_scores = d_scores.to(heads.dtype)
             dq = torch.bmm(d_scores, k[g0:g1, :e]).view(b1 - b0, nh, e - s, hs).transpose(1, 2)
             torch.mul(dq, alpha, out=dqkv[b0:b1, s:e, 0])
             if e == T:
