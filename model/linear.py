@@ -60,9 +60,16 @@ def _onednn_linear_works() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
+        # both products the layer uses it for: the output, and the input's gradient (through
+        # the transposed weight, without bias)
         generator = torch.Generator().manual_seed(0)
-        x, weight, bias = (torch.randn(shape, generator=generator) for shape in ((5, 3), (4, 3), (4,)))
-        return torch.allclose(_onednn_linear(x, weight, bias), F.linear(x, weight, bias), atol=1e-5)
+        x, weight, bias, grad = (
+            torch.randn(shape, generator=generator) for shape in ((70, 48), (40, 48), (40,), (70, 40))
+        )
+        w_t = weight.t().contiguous()
+        return torch.allclose(_onednn_linear(x, weight, bias), F.linear(x, weight, bias), atol=1e-4) and torch.allclose(
+            _onednn_linear(grad, w_t, None), F.linear(grad, w_t), atol=1e-4
+        )
     except (AttributeError, RuntimeError, TypeError):
         return False
 
