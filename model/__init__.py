@@ -13,7 +13,8 @@ _WHERE = {
     "CheckpointError": "errors", "CorpusError": "errors", "load_checkpoint": "checkpoint",
     "model_from_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "PRESETS": "config",
     "ConfigError": "config", "GPTConfig": "config", "TrainConfig": "config", "build_configs": "config",
-    "Corpus": "data", "GPT": "gpt", "MetricsLog": "rundir", "RunDir": "rundir", "RunDirError": "rundir",
+    "Corpus": "data", "GPT": "gpt", "LM": "gpt", "Head": "gpt", "MultiHeadAttention": "gpt", "MultHead": "gpt",
+    "FeedForward": "gpt", "Block": "gpt", "MetricsLog": "rundir", "RunDir": "rundir", "RunDirError": "rundir",
     "CharTokenizer": "tokenizer", "UnknownCharactersError": "tokenizer", "RunResult": "trainer", "Trainer": "trainer",
 }
 

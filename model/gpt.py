@@ -1,7 +1,8 @@
 """The character-level GPT of the seed: token + position embeddings, pre-LayerNorm blocks of
 causal multi-head self-attention and a ReLU feed-forward network, a final LayerNorm and a
-linear head. Names follow the seed (Head, MultiHeadAttention, FeedForward, Block); the seed's
-language model class is GPT here.
+linear head. Names follow the seed (Head, FeedForward, Block), and where they say more here
+the seed's names are the same classes: MultHead is MultiHeadAttention, LM is GPT (both
+importable from `model` under either name).
 
 What differs from the seed's straightforward code changes nothing that is computed beyond
 float rounding:
@@ -20,6 +21,7 @@ float rounding:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -248,6 +250,20 @@ class GPT(nn.Module):
             )
         return layers
 
+    @contextmanager
+    def _in_eval_mode(self) -> Iterator[None]:
+        """Eval mode for the block, then every module's own mode again (free when already eval)."""
+        if not self.training:
+            yield
+            return
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
+
     @property
     def context_after_shift(self) -> int:
         """Ids the generation window keeps when the context outgrows block_size (3/4 of it)."""
@@ -274,6 +290,9 @@ class GPT(nn.Module):
         a block of context, not always all of it. Keys and values are cached and stay valid
         until the next jump, when the kept ids are run through once. use_cache=False computes
         every step's window from scratch instead: the same characters (a test checks this).
+
+        Generation never depends on the caller's mode: each step is computed in eval mode (no
+        dropout), and the model is back in the caller's mode between steps.
         """
         if idx.shape[1] < 1:
             raise ValueError("generation needs a context of at least one id")
@@ -289,10 +308,11 @@ class GPT(nn.Module):
                 start = idx.shape[1] - self.context_after_shift
                 if cache is not None:
                     cache.length = 0  # every position moved: refill from the kept ids
-            if cache is None or cache.length == 0:  # the whole window (filling the cache, if any)
-                logits = self._logits(idx[:, start:], cache, last_only=True)[:, -1, :]
-            else:
-                logits = self._decode(idx[:, -1], cache, layers)
+            with self._in_eval_mode():
+                if cache is None or cache.length == 0:  # the whole window (filling the cache, if any)
+                    logits = self._logits(idx[:, start:], cache, last_only=True)[:, -1, :]
+                else:
+                    logits = self._decode(idx[:, -1], cache, layers)
             next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id[:, 0]
@@ -312,6 +332,11 @@ class GPT(nn.Module):
         if not new:
             return idx
         return torch.cat((idx, torch.stack(new, dim=1)), dim=1)
+
+
+# The seed's names for the same classes (a reader following gpt-from-scratch.md finds them here).
+MultHead = MultiHeadAttention
+LM = GPT
 
 
 def sample_next(

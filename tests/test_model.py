@@ -146,3 +146,35 @@ def test_dropout_only_in_training_mode() -> None:
     assert not torch.allclose(model(idx)[0], model(idx)[0])
     model.eval()
     torch.testing.assert_close(model(idx)[0], model(idx)[0])
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generation_does_not_depend_on_the_callers_mode(use_cache: bool) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_embed=16, n_layers=2, n_heads=4, dropout=0.5)
+    torch.manual_seed(0)
+    model = GPT(config)
+    with torch.no_grad():  # weights far from the start's near-uniform guesses: dropout shows
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    start = torch.randint(0, 11, (2, 3))
+    model.eval()
+    expected = model.generate(start, 20, generator=torch.Generator().manual_seed(4), use_cache=use_cache)
+    model.train()
+    model.blocks[1].eval()  # a mix of modes comes back as it was
+    stream = model.generate_stream(start, 20, generator=torch.Generator().manual_seed(4), use_cache=use_cache)
+    ids = []
+    for next_id in stream:
+        ids.append(next_id)
+        assert model.training and model.blocks[0].training and not model.blocks[1].training  # between steps
+    assert torch.equal(torch.cat((start, torch.stack(ids, dim=1)), dim=1), expected)
+
+
+def test_the_seeds_class_names_are_the_same_classes() -> None:
+    import model
+    from model import gpt
+
+    assert model.LM is model.GPT is gpt.GPT
+    assert model.MultHead is model.MultiHeadAttention is gpt.MultiHeadAttention
+    assert (model.Head, model.FeedForward, model.Block) == (gpt.Head, gpt.FeedForward, gpt.Block)
+    lm = model.LM(CONFIG)
+    assert isinstance(lm.blocks[0].sa, model.MultHead) and isinstance(lm.blocks[0], model.Block)
