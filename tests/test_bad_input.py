@@ -77,6 +77,16 @@ def test_sample_flags_refuse_bad_values(capsys: pytest.CaptureFixture[str], flag
     one_clear_line(err, flag)
 
 
+def test_bfloat16_where_the_cpu_lacks_it_is_one_clear_line(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    code, err = run_main(["tiny.txt", *TINY_FLAGS, "--dtype", "bfloat16", "--headless"], capsys)
+    assert code == 2
+    one_clear_line(err, "--dtype bfloat16", "no bfloat16 support")
+    assert not (workdir / "runs").exists()
+
+
 def test_an_unreadable_file(workdir: Path) -> None:
     secret = workdir / "secret.txt"
     secret.write_text(make_text(), encoding="utf-8")

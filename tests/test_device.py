@@ -7,8 +7,10 @@ import platform
 import threading
 
 import pytest
+import torch
 
-from model.device import lower_thread_priority
+from model.config import ConfigError
+from model.device import check_dtype, gpu_data_sheet, lower_thread_priority, measure_matmul_flops, peak_flops
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="per-thread nice values are Linux's")
@@ -28,3 +30,51 @@ def test_lower_thread_priority_changes_only_the_calling_thread() -> None:
     assert seen["ok"]
     assert seen["after"] == min(19, seen["before"] + 3)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before_main
+
+
+def test_the_matmul_probe_leaves_the_global_random_generator_alone() -> None:
+    # CPU dropout masks come from the global generator: a probe drawing from it would make the
+    # dashboard's training (which measures the peak) differ from the same run headless
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    measure_matmul_flops(torch.device("cpu"), "float32", size=64, repeats=2)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("NVIDIA L40", "L40"), ("NVIDIA L40S", "L40S"), ("NVIDIA L4", "L4"), ("NVIDIA A10", "A10"),
+        ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA A100 80GB PCIe", "A100"), ("NVIDIA A10G", None),
+        ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H200", "H200"),
+        ("Tesla T4", "T4"), ("Tesla V100-SXM2-16GB", "V100"), ("NVIDIA GeForce RTX 4090", "4090"),
+        ("NVIDIA GeForce RTX 4070", None), ("NVIDIA RTX A6000", None),
+    ],
+)
+def test_gpu_data_sheets_match_whole_names(name: str, key: str | None) -> None:
+    found = gpu_data_sheet(name)
+    assert (found[0] if found else None) == key
+
+
+def test_a_gpus_float32_peak_is_tf32_only_where_tf32_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    cuda = torch.device("cuda")
+    assert peak_flops(cuda, "bfloat16") == (312e12, "A100 data sheet, bfloat16 tensor cores")
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")  # PyTorch's default: no TF32
+        assert peak_flops(cuda, "float32") == (19.5e12, "A100 data sheet, float32")
+        torch.set_float32_matmul_precision("high")
+        assert peak_flops(cuda, "float32") == (156e12, "A100 data sheet, TF32 tensor cores")
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_bfloat16_is_refused_where_the_device_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ConfigError, match="no bfloat16 support"):
+        check_dtype("bfloat16", torch.device("cpu"))
+    check_dtype("float32", torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(ConfigError, match="this GPU has no bfloat16"):
+        check_dtype("bfloat16", torch.device("cuda"))
