@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from model import events as ev
 
@@ -27,8 +28,21 @@ class HeadlessPrinter:
         self._ms_per_step = 0.0
         self._last_loss = float("nan")
 
+        # every kind of event is handled here or ignored on purpose (a test holds this to
+        # model/events.py): a new or renamed event cannot be dropped without a sound
+        self.handlers: dict[type, Callable[[Any], None]] = {
+            ev.RunStarted: self._on_run_started, ev.StepsDone: self._on_steps_done, ev.EvalDone: self._on_eval_done,
+            ev.SampleGenerated: self._on_sample, ev.CheckpointSaved: self._on_checkpoint_saved,
+            ev.CheckpointFailed: self._on_checkpoint_failed, ev.Paused: self._on_paused, ev.Resumed: self._on_resumed,
+            ev.Warning: self._on_warning, ev.Finished: self._on_finished, ev.Failed: self._on_failed,
+            ev.Diverged: self._on_diverged,
+        }
+
+    # the evaluation's start and progress: its line comes when it is done
+    IGNORED: frozenset[type] = frozenset({ev.EvalStarted, ev.EvalProgress})
+
     def __call__(self, event: ev.Event) -> None:
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        handler = self.handlers.get(type(event))
         if handler is not None:
             handler(event)
 
@@ -40,7 +54,7 @@ class HeadlessPrinter:
         except (OSError, ValueError):
             pass
 
-    def _on_RunStarted(self, e: ev.RunStarted) -> None:
+    def _on_run_started(self, e: ev.RunStarted) -> None:
         self.max_iters = e.max_iters
         verb = f"resuming at step {e.iter}" if e.resumed else "training"
         self._print(
@@ -50,7 +64,7 @@ class HeadlessPrinter:
         if e.out_dir:
             self._print(f"run directory: {e.out_dir}")
 
-    def _on_StepsDone(self, e: ev.StepsDone) -> None:
+    def _on_steps_done(self, e: ev.StepsDone) -> None:
         step_s = e.ms_per_step * len(e.iters) / 1000.0
         self._step_s += step_s
         self._tokens += e.tokens_per_s * step_s
@@ -66,7 +80,7 @@ class HeadlessPrinter:
                 f"{duration(e.time_s)} elapsed, ETA {duration(eta)}"
             )
 
-    def _on_EvalDone(self, e: ev.EvalDone) -> None:
+    def _on_eval_done(self, e: ev.EvalDone) -> None:
         line = f"step {e.iter}: train loss {e.train_loss:.4f}, val loss {e.val_loss:.4f}"
         if self._step_s > 0:
             line += f" | {si(self._tokens / self._step_s)} tokens/s, {self._ms_per_step:.1f} ms/step"
@@ -75,23 +89,32 @@ class HeadlessPrinter:
         self._tokens = self._step_s = 0.0
         self._last_progress = time.monotonic()
 
-    def _on_SampleGenerated(self, e: ev.SampleGenerated) -> None:
+    def _on_sample(self, e: ev.SampleGenerated) -> None:
         self._print(f"--- sample at step {e.iter} ---\n{e.text}\n---")
 
-    def _on_CheckpointSaved(self, e: ev.CheckpointSaved) -> None:
+    def _on_checkpoint_saved(self, e: ev.CheckpointSaved) -> None:
         if e.reason != "eval":  # the evaluation line already says a checkpoint was taken
             self._print(f"saved checkpoint {e.path} (step {e.iter})")
 
-    def _on_CheckpointFailed(self, e: ev.CheckpointFailed) -> None:
+    def _on_checkpoint_failed(self, e: ev.CheckpointFailed) -> None:
         self._print(f"warning: could not save {e.path} at step {e.iter}: {e.error}; training goes on", err=True)
 
-    def _on_Warning(self, e: ev.Warning) -> None:
+    def _on_paused(self, e: ev.Paused) -> None:
+        self._print(f"paused at step {e.iter}")
+
+    def _on_resumed(self, e: ev.Resumed) -> None:
+        self._print(f"resumed at step {e.iter}")
+
+    def _on_diverged(self, e: ev.Diverged) -> None:
+        self._print(f"warning: training diverged: {e.message}", err=True)
+
+    def _on_warning(self, e: ev.Warning) -> None:
         self._print(f"warning: {e.message}", err=True)
 
-    def _on_Finished(self, e: ev.Finished) -> None:
+    def _on_finished(self, e: ev.Finished) -> None:
         word = "stopped" if e.stopped else "finished"
         best = f"best val loss {e.best_val_loss:.4f} at step {e.best_iter}" if e.best_iter >= 0 else "no evaluation yet"
         self._print(f"{word} at step {e.iter} after {duration(e.time_s)}: {best}")
 
-    def _on_Failed(self, e: ev.Failed) -> None:
+    def _on_failed(self, e: ev.Failed) -> None:
         self._print(f"chargpt-tui: training failed at step {e.iter}: {e.error}", err=True)

@@ -33,18 +33,11 @@ class Linear(nn.Linear):
             x.device.type == "cpu"
             and x.dtype == self.weight.dtype == torch.float32
             and x.numel() >= _ONEDNN_MIN_ROWS * x.shape[-1]
-            and not _cpu_autocast_enabled()
+            and not torch.is_autocast_enabled("cpu")
             and _onednn_linear_works()
         ):
             return _OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
-
-
-def _cpu_autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # PyTorch before 2.4
-        return torch.is_autocast_cpu_enabled()
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
