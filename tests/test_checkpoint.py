@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny_configs
 
+from model import checkpoint as checkpoint_module
 from model.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from model.data import Corpus
 from model.trainer import Trainer
@@ -53,6 +55,47 @@ def test_a_failed_save_keeps_the_previous_file(state: dict, tmp_path: Path, monk
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OSError):
         save_checkpoint({**state, "iter": 99}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["iter"] == 20
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+class FillsUp:
+    """A file that takes `room` bytes and then fails as a full disk does."""
+
+    def __init__(self, f: object, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.f, name)
+
+    def __enter__(self) -> FillsUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("room", [0, 1000, 60_000])
+def test_a_disk_that_fills_up_mid_save_is_an_oserror_and_keeps_the_previous_file(
+    state: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: int
+) -> None:
+    # torch.save's C++ writer turns a failed write into a RuntimeError ("unexpected pos");
+    # the save reports the write's own error, whatever the point where the disk filled up
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(state, path)
+    assert path.stat().st_size > 60_000
+    real_open = open
+    monkeypatch.setattr(checkpoint_module, "open", lambda *a, **k: FillsUp(real_open(*a, **k), room), raising=False)
+    with pytest.raises(OSError) as failed:
+        save_checkpoint({**state, "iter": 99}, path)
+    assert failed.value.errno == errno.ENOSPC and not isinstance(failed.value, RuntimeError)
     monkeypatch.undo()
     assert load_checkpoint(path)["iter"] == 20
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
