@@ -18,6 +18,7 @@ from rich.console import Console
 from serving import ServedRun
 from textual.pilot import Pilot
 from textual.widgets import Input
+from textual.worker import WorkerState
 
 from chargpt_tui.app import DETACHED, ChargptApp
 from chargpt_tui.run_link import RunOnDisk
@@ -101,9 +102,10 @@ async def test_pause_stops_training_and_resume_continues(dashboard: Dashboard) -
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 3)
         await pilot.press("p")
-        assert app.pause_requested
         await wait_for(pilot, lambda: app.state == "paused")
         paused_at = run.trainer.iter
+        await pilot.pause(1.0)  # a second of a paused run: no step trained
+        assert run.trainer.iter == paused_at and run.trainer.paused
         # an evaluation while paused comes and goes; the step count does not move
         evals = len(app.chart.evals)
         await pilot.press("e")
@@ -160,6 +162,28 @@ async def test_g_streams_generated_text_into_the_modal(dashboard: Dashboard, cor
         await wait_for(pilot, lambda: len(screen.generated) == 40)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
+
+
+async def test_escape_stops_a_generation_in_progress(dashboard: Dashboard) -> None:
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 2)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+        screen = app.screen
+        assert isinstance(screen, GenerateScreen)
+        screen.query_one("#max-tokens", Input).value = "1000000"  # minutes of text
+        screen.query_one("#prompt", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.generated) >= 20)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
+        generating = [w for w in app.workers if w.group == "generate"]
+        await wait_for(pilot, lambda: all(w.is_finished for w in generating))
+        assert all(w.state == WorkerState.CANCELLED for w in generating)
+        stopped_at = len(screen.generated)
+        await pilot.pause(0.5)
+        assert len(screen.generated) == stopped_at < 1_000_000
 
 
 async def test_q_asks_first_then_stops_the_run_with_a_checkpoint(dashboard: Dashboard, tmp_path: Path) -> None:
