@@ -26,36 +26,51 @@ _ESCAPES = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\
 
 
 class TerminalProcess:
-    """chargpt-tui with stdin, stdout and stderr on a pty of the given size."""
+    """chargpt-tui on a pty of the given size, which is its controlling terminal, as a person's
+    terminal is: it leads a session of its own, Ctrl-C in cooked mode is SIGINT, and closing
+    the terminal (hangup()) is a real hangup: the kernel sends it SIGHUP and its reads and
+    writes on the terminal fail from then on."""
 
     def __init__(self, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24), env: dict[str, str] | None = None):
-        self.master, self.slave = pty.openpty()
+        self.master, slave = pty.openpty()
         cols, rows = size
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.initial_modes = termios.tcgetattr(self.slave)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.initial_modes = termios.tcgetattr(slave)
         environment = {**os.environ, "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1", **(env or {})}
         for name in ("COLUMNS", "LINES"):
             environment.pop(name, None)
-        self.proc = subprocess.Popen(
-            [*COMMAND, *args], cwd=cwd, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=environment,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [*COMMAND, *args], cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=environment,
+                start_new_session=True, preexec_fn=_take_the_terminal,
+            )
+        finally:
+            # the child holds the terminal alone: when it exits, reading the master ends (EOF)
+            os.close(slave)
         self.output = bytearray()
+        self.hung_up = False
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self._eof = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         # Drain the terminal all the time: a full pty buffer would block the app's writes.
-        while not self._done.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                try:
-                    data = os.read(self.master, 65536)
-                except OSError:
-                    return
-                with self._lock:
-                    self.output += data
+        try:
+            while not self._done.is_set():
+                ready, _, _ = select.select([self.master], [], [], 0.05)
+                if ready:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:  # EIO: every process holding the terminal has closed it
+                        return
+                    if not data:
+                        return
+                    with self._lock:
+                        self.output += data
+        finally:
+            self._eof.set()
 
     def text(self) -> str:
         """Everything written so far, without escape sequences (styles, cursor moves)."""
@@ -67,7 +82,7 @@ class TerminalProcess:
         deadline = time.monotonic() + timeout
         while needle not in self.text():
             if self.proc.poll() is not None:
-                time.sleep(0.2)  # let the reader catch the last bytes
+                self._eof.wait(timeout=5)  # everything it wrote, to the end
                 if needle in self.text():
                     return
                 code = self.proc.returncode
@@ -80,33 +95,41 @@ class TerminalProcess:
         os.write(self.master, keys.encode())
 
     def wait(self, timeout: float = 60.0) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        finally:
-            time.sleep(0.2)
-            self._done.set()
-            self._reader.join(timeout=5)
+        """The exit status, once the process has exited and everything it wrote has been read."""
+        code = self.proc.wait(timeout=timeout)
+        assert self._eof.wait(timeout=10) or self.hung_up, "the terminal is still held open after the exit"
         return code
 
+    def hangup(self) -> None:
+        """Close the terminal, as a dropped SSH connection or a closed window does."""
+        self._done.set()
+        self._reader.join(timeout=5)
+        self.hung_up = True
+        os.close(self.master)
+
     def modes(self) -> list:
-        return termios.tcgetattr(self.slave)
+        return termios.tcgetattr(self.master)  # the master reports its terminal's modes
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._done.set()
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._reader.join(timeout=5)
+        if not self.hung_up:
+            self.hung_up = True
+            os.close(self.master)
 
     def __enter__(self) -> TerminalProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _take_the_terminal() -> None:
+    """In the child, after setsid(): make its stdin, the pty, its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def assert_terminal_restored(term: TerminalProcess) -> None:

@@ -97,7 +97,7 @@ def test_a_hangup_leaves_the_run_training(workdir: Path) -> None:
     with TerminalProcess(["tiny.txt", *ENDLESS, "--out-dir", str(out)], workdir) as term:
         wait_for_steps(out / "metrics.jsonl", 30, term.proc)
         term.wait_for("Detach")
-        term.proc.send_signal(signal.SIGHUP)
+        term.hangup()  # the terminal goes away: the kernel sends the SIGHUP
         assert term.wait(timeout=30) == 129
     reached = last_step(out / "metrics.jsonl")
     wait_for_steps(out / "metrics.jsonl", reached + 50)  # still training, with no terminal at all
