@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,58 @@ def test_sigint_saves_and_exits_130(workdir: Path) -> None:
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "Traceback" not in err
     assert load_checkpoint(out / "ckpt.pt")["iter"] >= 50
+
+
+# A stop whose checkpoint would take two minutes to write: what a second Ctrl-C is for.
+SLOW_STOP = """
+import sys, time
+import model.trainer as trainer
+original = trainer.Trainer._stop_and_save
+def slow(self, *args, **kwargs):
+    print("saving slowly", file=sys.stderr, flush=True)
+    time.sleep(120)
+    return original(self, *args, **kwargs)
+trainer.Trainer._stop_and_save = slow
+from chargpt_tui.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_second_ctrl_c_quits_at_once(workdir: Path) -> None:
+    out = workdir / "twice"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_STOP, "tiny.txt", *TINY_FLAGS, "--max-iters", "1000000", "--eval-interval", "50",
+         "--out-dir", str(out), "--headless"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:
+            if line.startswith("step 50:"):
+                break
+        proc.send_signal(signal.SIGINT)  # the first: stop and save (slowly)
+        for line in proc.stderr:
+            if "saving slowly" in line:
+                break
+        proc.send_signal(signal.SIGINT)  # the second: quit now
+        _, err = proc.communicate(timeout=60)  # a hang guard: the save alone would take 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert load_checkpoint(out / "ckpt.pt")["iter"] == 50  # the last whole checkpoint stays
+
+
+def test_a_nan_loss_headless_ends_with_status_1_and_keeps_the_last_good_checkpoint(workdir: Path) -> None:
+    out = workdir / "diverged"
+    result = run(["tiny.txt", *TINY_FLAGS, "--learning-rate", "1e30", "--out-dir", str(out), "--headless"], workdir)
+    assert result.returncode == 1, result.stderr
+    assert "training failed" in result.stderr and re.search(r"the loss became (nan|-?inf)", result.stderr)
+    assert "Traceback" not in result.stderr
+    assert load_checkpoint(out / "ckpt.pt")["iter"] == 0  # the weights after it were never saved
 
 
 BENCH_TINY = ["--block-size", "16", "--n-embed", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "4",
