@@ -253,7 +253,7 @@ class ChargptApp(App[int]):
             self.state = "training"
         self._flops_per_token = e.flops_per_token
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
-        self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version)
+        self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
         self.progress.running = self.live
         if e.step_history:
@@ -265,6 +265,8 @@ class ChargptApp(App[int]):
             self._log(f"attached at step {e.iter}{where}" if self.live else f"read at step {e.iter}{where}")
         else:
             self._log(f"{'resumed at step ' + str(e.iter) if e.resumed else 'started'}{where}", at)
+        if e.dtype_reason:
+            self._log(f"{e.dtype}: {e.dtype_reason}")
 
     def _on_StepsDone(self, e: ev.StepsDone, at: float) -> None:
         self.chart.add_steps(e.iters, e.losses)

@@ -87,7 +87,9 @@ def _add_model_flags(group: Any) -> None:
 
 def _add_device_flags(group: Any) -> None:
     group.add_argument("--device", choices=DEVICES, help="auto picks CUDA, then Apple MPS, then CPU (auto)")
-    group.add_argument("--dtype", choices=DTYPES, help="float32, or bfloat16 autocast where supported (float32)")
+    group.add_argument("--dtype", choices=DTYPES,
+                       help="auto: bfloat16 where the CPU or GPU computes it natively, float16 on CUDA GPUs without "
+                            "it, else float32; or float32, bfloat16, float16 (CUDA only) (auto)")
     group.add_argument("--threads", type=positive_int, help="torch CPU threads (torch's default)")
     group.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
 
@@ -233,7 +235,8 @@ def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, Train
         corpus = _load_corpus(args.text, None, None)
         model_config, train_config = build_configs(args.preset or "seed", overrides, corpus.tokenizer.vocab_size)
     corpus.check_block_size(model_config.block_size)
-    from model.device import check_dtype, choose_device
+    from model.device import choose_device
+    from model.precision import check_dtype
 
     check_dtype(train_config.dtype, choose_device(train_config.device))
     if args.out_dir:

@@ -61,6 +61,8 @@ class HeadlessPrinter:
             f"{verb} on {e.corpus}: {count(e.n_chars)} characters, vocabulary {e.vocab_size}; "
             f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, {e.threads} threads"
         )
+        if e.dtype_reason:
+            self._print(f"dtype {e.dtype}: {e.dtype_reason}")
         if e.out_dir:
             self._print(f"run directory: {e.out_dir}")
 

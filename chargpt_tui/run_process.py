@@ -50,7 +50,8 @@ def train_here(
             remove_stale_server(run_dir.path, runtime_dir())
         except RunDirError:
             pass
-        from model.device import lower_thread_priority, peak_flops, tune_malloc
+        from model.device import lower_thread_priority, tune_malloc
+        from model.flops import peak_flops
 
         tune_malloc()
         if spawned:
@@ -61,7 +62,7 @@ def train_here(
         run_dir.write_config(run_config(trainer, preset, resumed_from, command))
         metrics = MetricsLog(run_dir.metrics_path)
         trainer.add_listener(metrics)
-        peak = peak_flops(trainer.device, train_config.dtype)[0]
+        peak = peak_flops(trainer.device, trainer.dtype)[0]
         server = _start_server(trainer, run_dir.path, lock, preset, peak, required=spawned)
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
@@ -75,11 +76,16 @@ def train_here(
 
 def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, command: list[str]) -> dict[str, Any]:
     """What config.json holds."""
+    from model.device import describe_device
+
     corpus = trainer.corpus
     return {
         "model": asdict(trainer.model_config),
         "train": asdict(trainer.config),
         "preset": preset,
+        # what --dtype (auto by default) chose on this machine, and why; the device's full name
+        "precision": {"dtype": trainer.dtype, "reason": trainer.precision.reason},
+        "device": {"type": trainer.device.type, "name": describe_device(trainer.device)},
         "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus)},
         "vocab": "".join(corpus.tokenizer.chars),
         "resumed_from": resumed_from,

@@ -15,7 +15,8 @@ import torch
 
 from .config import GPTConfig, TrainConfig
 from .data import Corpus
-from .device import describe_device, flops_per_token, peak_flops
+from .device import describe_device
+from .flops import flops_per_token, peak_flops
 from .trainer import Trainer
 
 
@@ -44,7 +45,8 @@ def run_benchmark(
         "params": model.num_params(),
         "batch_size": train_config.batch_size,
         "block_size": model_config.block_size,
-        "dtype": train_config.dtype,
+        "dtype": trainer.dtype,
+        "dtype_reason": trainer.precision.reason,
         "dropout": model_config.dropout,
         "device": describe_device(device),
         "threads": torch.get_num_threads(),
@@ -65,7 +67,7 @@ def run_benchmark(
         _synchronize(device)
         step_s = (time.perf_counter() - start) / steps
         tokens_per_s = train_config.batch_size * model_config.block_size / step_s
-        peak, source = peak_flops(device, train_config.dtype)
+        peak, source = peak_flops(device, trainer.dtype)
         result.update(
             step_ms=round(step_s * 1000, 2),
             train_tokens_per_s=round(tokens_per_s, 1),

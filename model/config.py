@@ -39,7 +39,7 @@ class GPTConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -63,7 +63,7 @@ class TrainConfig:
     sample_tokens: int = 200
     seed: int = 1337
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"  # model/precision.py: bfloat16 where native, float16 on older GPUs, else float32
     threads: int = 0  # 0: torch's default
 
     def validate(self) -> None:

@@ -45,6 +45,10 @@ class RunStarted(Event):
     # what a chart needs to redraw a resumed run: (iter, loss) pairs and (iter, train, val) triples
     step_history: tuple[tuple[int, float], ...] = ()
     eval_history: tuple[tuple[int, float, float], ...] = ()
+    # why training runs in `dtype` (--dtype auto's choice, or what was asked for), and the same
+    # in a few words for the device panel
+    dtype_reason: str = ""
+    dtype_note: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,11 @@ from . import events as ev
 from .checkpoint import save_checkpoint
 from .config import GPTConfig, TrainConfig
 from .data import Corpus
-from .device import autocast, check_dtype, choose_device, describe_device, flops_per_token
+from .device import choose_device, describe_device
+from .flops import flops_per_token
 from .gpt import GPT
 from .history import LossHistory
+from .precision import autocast, choose_precision, grad_scaler
 from .rundir import RunDir
 
 Listener = Callable[[ev.Event], None]
@@ -127,13 +129,16 @@ class Trainer:
         self.diverged: str | None = None
 
         self.device = choose_device(train_config.device)
-        check_dtype(train_config.dtype, self.device)
+        # --dtype auto (or the dtype asked for) on this device: what training runs in, and why
+        self.precision = choose_precision(train_config.dtype, self.device)
+        self.dtype = self.precision.dtype
         if train_config.threads:
             torch.set_num_threads(train_config.threads)
 
         torch.manual_seed(train_config.seed)  # model init and dropout
         self.model = GPT(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, train_config)
+        self.scaler = grad_scaler(self.device, self.dtype)  # float16's; None otherwise
         # Separate generators for training batches, evaluation batches and samples: an extra
         # evaluation or sample (a key press) never changes which batches training sees.
         self.train_gen = torch.Generator().manual_seed(train_config.seed)
@@ -243,6 +248,8 @@ class Trainer:
             self._t0 = time.perf_counter()
             try:
                 self._emit(self._started_event())
+                if self.precision.warning:  # once, at the start: bfloat16 emulated, say
+                    self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
                 stopped = self._loop()
             except Exception as exc:  # reported as an event; the caller decides what to do
                 try:
@@ -302,13 +309,21 @@ class Trainer:
             group["lr"] = lr
         xb, yb = self.corpus.get_batch("train", cfg.batch_size, self.model_config.block_size, self.train_gen)
         xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-        with autocast(self.device, cfg.dtype):
+        with autocast(self.device, self.dtype):
             _, loss = self.model(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+        else:  # float16: scaled gradients, unscaled before clipping; a step with inf or NaN is skipped
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self._pending_iters.append(it + 1)
         self._pending_losses.append(loss.detach())
         self._pending_step_s += time.perf_counter() - t
@@ -365,7 +380,7 @@ class Trainer:
                         self.eval_gen.set_state(eval_gen_state)
                         raise _StopNow
                     x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen)
-                    with autocast(self.device, cfg.dtype):
+                    with autocast(self.device, self.dtype):
                         _, loss = self.model(x.to(self.device), y.to(self.device))
                     losses[k] = loss.float().item()
                     now = time.perf_counter()
@@ -502,9 +517,11 @@ class Trainer:
         }
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        extra: dict[str, Any] = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **extra,
             "model_config": asdict(self.model_config),
             "train_config": asdict(self.config),
             "vocab": "".join(self.corpus.tokenizer.chars),
@@ -528,6 +545,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             for group in self.optimizer.param_groups:  # the new config's betas and decay win
                 group["betas"] = (self.config.beta1, self.config.beta2)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.iter = int(state["iter"])
         self._due_done_at_start = bool(state.get("due_done", True))
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
@@ -599,11 +618,12 @@ class Trainer:
         return ev.RunStarted(
             self.iter, self._time_s(), self.config.max_iters, n_params, self.model_config.vocab_size,
             self.corpus.description, len(self.corpus), self.device.type, describe_device(self.device),
-            self.config.dtype, torch.get_num_threads(), torch.__version__,
+            self.dtype, torch.get_num_threads(), torch.__version__,
             str(self.run_dir.path) if self.run_dir else None, self._resumed,
             flops_per_token(self.model_config, n_params),
             asdict(self.model_config), asdict(self.config),
             self.step_history.pairs(), tuple(self.eval_history),
+            self.precision.reason, self.precision.short,
         )
 
     def _emit(self, event: ev.Event) -> None:

@@ -35,8 +35,10 @@ def make_text(n_chars: int = 20_000, seed: int = 0) -> str:
 def tiny_configs(corpus: Corpus, **train: object) -> tuple[GPTConfig, TrainConfig]:
     model = GPTConfig(vocab_size=corpus.tokenizer.vocab_size, block_size=16, n_embed=32, n_layers=2, n_heads=4,
                       dropout=0.1)
+    # float32 everywhere: --dtype auto would take bfloat16 on a CPU that has it natively, and the
+    # suite's results must not depend on which kind of machine runs it
     settings = dict(batch_size=8, max_iters=20, eval_interval=10, eval_iters=2, sample_interval=10, sample_tokens=20,
-                    device="cpu", threads=1)
+                    device="cpu", threads=1, dtype="float32")
     settings.update(train)
     return model, TrainConfig(**settings)
 
@@ -67,7 +69,7 @@ def one_clear_line(err: str, *fragments: str) -> None:
 TINY_FLAGS = [
     "--block-size", "16", "--n-embed", "32", "--n-layers", "2", "--n-heads", "4", "--batch-size", "8",
     "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--sample-interval", "10",
-    "--sample-tokens", "20", "--device", "cpu", "--threads", "1",
+    "--sample-tokens", "20", "--device", "cpu", "--threads", "1", "--dtype", "float32",
 ]
 
 

@@ -16,6 +16,7 @@ import torch
 from helpers import tiny_configs
 from rich.console import Console
 from serving import ServedRun
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.worker import WorkerState
@@ -278,6 +279,13 @@ async def test_layout_fits(dashboard: Dashboard, size: tuple[int, int]) -> None:
         await wait_for(pilot, lambda: app.state == "finished")
         assert app.chart.region.height >= 10 and app.samples.region.height >= 5
         assert app.chart.region.width >= size[0] // 2
+        # the device panel names a CPU readably: without the vendor noise that cut it before
+        panel = app.device_panel
+        panel.set_device("Intel(R) Xeon(R) Processor @ 2.30GHz (2 cores)", "float32", 2, "2.13.0+cpu",
+                         "auto (no bf16)")
+        await pilot.pause()
+        shown = "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size)))
+        assert "Intel Xeon (2 cores)" in shown and "float32 · auto (no bf16)" in shown, shown
 
 
 async def test_an_error_in_the_training_loop_is_shown_and_the_app_stays_open(dashboard: Dashboard,

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from model.config import ConfigError
-from model.device import check_dtype, gpu_data_sheet, lower_thread_priority, measure_matmul_flops, peak_flops
+from model.device import lower_thread_priority
+from model.flops import gpu_data_sheet, measure_matmul_flops, peak_flops
+from model.precision import check_dtype
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="per-thread nice values are Linux's")

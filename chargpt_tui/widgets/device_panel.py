@@ -17,6 +17,7 @@ class DevicePanel(Widget):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.device_name = "…"
         self.dtype = ""
+        self.dtype_note = ""  # why that dtype, in a few words ("auto (no bf16)")
         self.threads = 0
         self.torch_version = ""
         self.memory = ""
@@ -34,8 +35,12 @@ class DevicePanel(Widget):
             self._stale = False
             self.refresh()
 
-    def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str) -> None:
-        self.device_name, self.dtype, self.threads, self.torch_version = device_name, dtype, threads, torch_version
+    def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str, dtype_note: str = "") -> None:
+        """device_name: the full name; shown without the vendor noise, to fit."""
+        from model.device import short_device_name
+
+        self.device_name, self.dtype, self.dtype_note = short_device_name(device_name), dtype, dtype_note
+        self.threads, self.torch_version = threads, torch_version
         self.refresh()
 
     def set_throughput(self, tokens_per_s: float, ms_per_step: float, lr: float, mfu: float | None) -> None:
@@ -57,8 +62,8 @@ class DevicePanel(Widget):
         table.add_column(style="dim", no_wrap=True, min_width=6)
         table.add_column(no_wrap=True, overflow="ellipsis")
         table.add_row("device", Text(self.device_name, overflow="ellipsis", no_wrap=True))
-        table.add_row("dtype", f"{self.dtype} · {self.threads} threads" if self.dtype else "")
-        table.add_row("torch", self.torch_version)
+        table.add_row("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p))
+        table.add_row("torch", f"{self.torch_version} · {self.threads} threads" if self.torch_version else "")
         table.add_row("memory", self.memory)
         speed = f"{si(self.tokens_per_s)} tok/s · {self.ms_per_step:.0f} ms/step" if self.ms_per_step else ""
         table.add_row("speed", speed)
