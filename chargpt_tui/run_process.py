@@ -51,7 +51,7 @@ def train_here(
         except RunDirError:
             pass
         from model.device import lower_thread_priority, tune_malloc
-        from model.flops import peak_flops
+        from model.flops import model_matmul_shapes, peak_flops
 
         tune_malloc()
         if spawned:
@@ -62,7 +62,7 @@ def train_here(
         run_dir.write_config(run_config(trainer, preset, resumed_from, command))
         metrics = MetricsLog(run_dir.metrics_path)
         trainer.add_listener(metrics)
-        peak = peak_flops(trainer.device, trainer.dtype)[0]
+        peak = peak_flops(trainer.device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))[0]
         server = _start_server(trainer, run_dir.path, lock, preset, peak, required=spawned)
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)

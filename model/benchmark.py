@@ -16,7 +16,7 @@ import torch
 from .config import GPTConfig, TrainConfig
 from .data import Corpus
 from .device import describe_device
-from .flops import flops_per_token, peak_flops
+from .flops import flops_per_token, model_matmul_shapes, peak_flops
 from .trainer import Trainer
 
 
@@ -67,7 +67,7 @@ def run_benchmark(
         _synchronize(device)
         step_s = (time.perf_counter() - start) / steps
         tokens_per_s = train_config.batch_size * model_config.block_size / step_s
-        peak, source = peak_flops(device, trainer.dtype)
+        peak, source = peak_flops(device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))
         result.update(
             step_ms=round(step_s * 1000, 2),
             train_tokens_per_s=round(tokens_per_s, 1),

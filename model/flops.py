@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
 from .config import GPTConfig
+
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def flops_per_token(config: GPTConfig, n_params: int) -> float:
@@ -35,13 +38,24 @@ def gpu_data_sheet(name: str) -> tuple[str, tuple[float, float, float]] | None:
     return None
 
 
-def peak_flops(device: torch.device, dtype: str) -> tuple[float, str]:
+def model_matmul_shapes(config: GPTConfig, batch_size: int) -> list[tuple[int, int, int]]:
+    """(rows, in, out) of the model's largest training products: the feed-forward layers'."""
+    rows, width = batch_size * config.block_size, config.n_embed
+    return [(rows, width, 4 * width), (rows, 4 * width, width)]
+
+
+def peak_flops(
+    device: torch.device, dtype: str, shapes: Sequence[tuple[int, int, int]] = ()
+) -> tuple[float, str]:
     """The peak FLOP/s that MFU is measured against, and where the figure comes from.
 
     For known GPUs: the data sheet, for the arithmetic float32 matmuls really use there (TF32
     tensor cores only when PyTorch is allowed them; it is not by default). Elsewhere (CPUs,
-    Apple, other GPUs): measured here, as the rate of a 1024 x 1024 matrix multiplication in
-    the training dtype, so MFU on a CPU reads as "share of the best matmul speed".
+    Apple, other GPUs): measured here, in the training dtype, as the best of a 1024 x 1024
+    matrix multiplication and of the model's own products (`shapes`, model_matmul_shapes)
+    made the way the model makes them (its Linear layer, under autocast in a lower precision).
+    A square matmul alone is not always the fastest: on an Intel CPU that emulates bfloat16 it
+    measured below what the model's own matmuls reached, and MFU read 156%.
     """
     if device.type == "cuda":
         sheet = gpu_data_sheet(torch.cuda.get_device_name(device))
@@ -52,24 +66,53 @@ def peak_flops(device: torch.device, dtype: str) -> tuple[float, str]:
             if torch.get_float32_matmul_precision() != "highest":
                 return tf32, f"{key} data sheet, TF32 tensor cores"
             return fp32, f"{key} data sheet, float32"
-    return measure_matmul_flops(device, dtype), "measured matmul"
+    rates = [measure_matmul_flops(device, dtype)]
+    rates += [measure_linear_flops(device, dtype, *shape) for shape in shapes]
+    return max(rates), "measured matmul"
 
 
 def measure_matmul_flops(device: torch.device, dtype: str, size: int = 1024, repeats: int = 12) -> float:
     """The best rate of `repeats` size x size matmuls: the best run, not the mean, because other
     work on the machine (the app starting up, say) only ever makes a run slower."""
-    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    torch_dtype = _TORCH_DTYPES.get(dtype, torch.float32)
     # A generator of its own: drawing from torch's global one would change the dropout masks
     # of the training that follows, so a run would depend on whether this was measured.
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
     b = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
-    a @ b  # warm up kernels and caches
+    return 2.0 * size**3 / _best_time(lambda: a @ b, device, repeats)
+
+
+def measure_linear_flops(
+    device: torch.device, dtype: str, rows: int, n_in: int, n_out: int, repeats: int = 8
+) -> float:
+    """The best rate of the model's Linear layer on (rows, n_in) inputs, in the training dtype
+    (autocast below float32), forward only: the product the model's matmuls run at."""
+    from .linear import Linear
+    from .precision import autocast
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    layer = torch.nn.utils.skip_init(Linear, n_in, n_out, device=device)  # no draws from the global generator
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(n_out, n_in, device=device, generator=generator) * n_in**-0.5)
+        assert layer.bias is not None
+        layer.bias.zero_()
+    x = torch.randn(rows, n_in, device=device, generator=generator)
+
+    def product() -> None:
+        with torch.no_grad(), autocast(device, dtype):
+            layer(x)
+
+    return 2.0 * rows * n_in * n_out / _best_time(product, device, repeats)
+
+
+def _best_time(work: Callable[[], object], device: torch.device, repeats: int) -> float:
+    work()  # warm up kernels and caches
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        work()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    return best

@@ -80,3 +80,34 @@ def test_bfloat16_is_refused_where_the_device_lacks_it(monkeypatch: pytest.Monke
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
     with pytest.raises(ConfigError, match="this GPU has no bfloat16"):
         check_dtype("bfloat16", torch.device("cuda"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_measured_peak_is_never_below_the_models_own_matmul_rate(dtype: str) -> None:
+    # MFU over 100% meant a peak below what the model's matmuls reach (a square bfloat16 matmul
+    # on an Intel CPU that emulates bfloat16 measured slower than the model's own products)
+    if dtype == "bfloat16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bfloat16 kernels")
+    import time
+    from statistics import median
+
+    from model.config import GPTConfig
+    from model.flops import model_matmul_shapes
+    from model.gpt import GPT
+    from model.precision import autocast
+
+    config = GPTConfig(vocab_size=40, block_size=64, n_embed=64, n_layers=1, n_heads=4)
+    batch = 96  # 6144 rows: the Linear layers' oneDNN path in float32
+    cpu = torch.device("cpu")
+    peak, _ = peak_flops(cpu, dtype, model_matmul_shapes(config, batch))
+    layer = GPT(config).blocks[0].ffwd.net[0]  # the model's own first feed-forward Linear
+    x = torch.randn(batch, config.block_size, config.n_embed)
+    times = []
+    with torch.no_grad(), autocast(cpu, dtype):
+        layer(x)
+        for _ in range(7):
+            start = time.perf_counter()
+            layer(x)
+            times.append(time.perf_counter() - start)
+    model_rate = 2.0 * x.numel() * layer.out_features / median(times)
+    assert peak >= model_rate, (peak / 1e9, model_rate / 1e9)
