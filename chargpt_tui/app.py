@@ -115,8 +115,8 @@ class ChargptApp(App[int]):
             ev.EvalProgress: self._on_EvalProgress, ev.EvalDone: self._on_EvalDone,
             ev.SampleGenerated: self._on_SampleGenerated, ev.CheckpointSaved: self._on_CheckpointSaved,
             ev.CheckpointFailed: self._on_CheckpointFailed, ev.Paused: self._on_Paused, ev.Resumed: self._on_Resumed,
-            ev.Warning: self._on_Warning, ev.Finished: self._on_Finished, ev.Failed: self._on_Failed,
-            ev.Diverged: self._on_Diverged,
+            ev.Warning: self._on_Warning, ev.Hint: self._on_Hint, ev.Finished: self._on_Finished,
+            ev.Failed: self._on_Failed, ev.Diverged: self._on_Diverged,
         }
 
     # ---- layout --------------------------------------------------------------------------------
@@ -348,6 +348,11 @@ class ChargptApp(App[int]):
         self._log(f"[b yellow]warning:[/] {e.message}", at)
         if not self._replaying:
             self.notify(e.message, severity="warning", timeout=8)
+
+    def _on_Hint(self, e: ev.Hint, at: float) -> None:
+        self._log(f"[b cyan]hint:[/] {e.message}", at)
+        if not self._replaying:
+            self.notify(e.message, title="Hint", timeout=20)
 
     def _on_Finished(self, e: ev.Finished, at: float) -> None:
         self.finished = True

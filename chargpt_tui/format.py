@@ -13,6 +13,19 @@ def duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def about(seconds: float) -> str:
+    """A duration for a sentence: 45 s, 12 min, 1 h 40 min."""
+    if seconds != seconds or seconds < 0:
+        return "an unknown time"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    h, m = divmod(minutes, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
 def si(value: float, unit: str = "") -> str:
     """12.3k, 4.56M: three significant figures."""
     for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -34,8 +34,8 @@ class HeadlessPrinter:
             ev.RunStarted: self._on_run_started, ev.StepsDone: self._on_steps_done, ev.EvalDone: self._on_eval_done,
             ev.SampleGenerated: self._on_sample, ev.CheckpointSaved: self._on_checkpoint_saved,
             ev.CheckpointFailed: self._on_checkpoint_failed, ev.Paused: self._on_paused, ev.Resumed: self._on_resumed,
-            ev.Warning: self._on_warning, ev.Finished: self._on_finished, ev.Failed: self._on_failed,
-            ev.Diverged: self._on_diverged,
+            ev.Warning: self._on_warning, ev.Hint: self._on_hint, ev.Finished: self._on_finished,
+            ev.Failed: self._on_failed, ev.Diverged: self._on_diverged,
         }
 
     # the evaluation's start and progress: its line comes when it is done
@@ -109,6 +109,9 @@ class HeadlessPrinter:
 
     def _on_diverged(self, e: ev.Diverged) -> None:
         self._print(f"warning: training diverged: {e.message}", err=True)
+
+    def _on_hint(self, e: ev.Hint) -> None:
+        self._print(f"hint: {e.message}")
 
     def _on_warning(self, e: ev.Warning) -> None:
         self._print(f"warning: {e.message}", err=True)

@@ -15,8 +15,8 @@ from model import events as ev
 from model.history import LossHistory
 
 # Events a late viewer is shown again: what the messages and samples panels list, and the end.
-REPLAYED = (ev.EvalDone, ev.SampleGenerated, ev.CheckpointSaved, ev.CheckpointFailed, ev.Warning, ev.Diverged,
-            ev.Finished, ev.Failed)
+REPLAYED = (ev.EvalDone, ev.SampleGenerated, ev.CheckpointSaved, ev.CheckpointFailed, ev.Warning, ev.Hint,
+            ev.Diverged, ev.Finished, ev.Failed)
 
 
 class RunJournal:

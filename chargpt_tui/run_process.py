@@ -22,6 +22,7 @@ from model.trainer import RunResult, Trainer
 
 from . import __version__
 from .runtime import RunLock, remove_stale_server, runtime_dir
+from .slow_run import SlowRunHint
 
 PROG = "chargpt-tui"
 EXIT_FAILED = 1
@@ -64,6 +65,7 @@ def train_here(
         trainer.add_listener(metrics)
         peak = peak_flops(trainer.device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))[0]
         server = _start_server(trainer, run_dir.path, lock, preset, peak, required=spawned)
+        trainer.add_listener(SlowRunHint(trainer, preset))  # it emits through the trainer: after the others
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
         finally:

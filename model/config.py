@@ -95,6 +95,7 @@ class Preset:
     description: str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    reaches: str = ""  # what it was measured to reach, for the hint that names it on a slow run
 
 
 PRESETS: dict[str, Preset] = {
@@ -112,6 +113,7 @@ PRESETS: dict[str, Preset] = {
             "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_iters": 100, "min_lr": 2e-4,
             "weight_decay": 0.1, "beta2": 0.99, "grad_clip": 1.0, "sample_interval": 550,
         },
+        reaches="validation loss 1.70 on tinyshakespeare in about 45 s on a 2-core CPU",
     ),
     # nanoGPT's GPU recipe for shakespeare_char (6 x 384, ~10.7M parameters).
     "shakespeare": Preset(

@@ -116,6 +116,13 @@ class Warning(Event):  # noqa: A001 - an event name, in its own namespace
 
 
 @dataclass(frozen=True)
+class Hint(Event):
+    """Advice for the person watching, not a problem: a faster preset for this machine, say."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     best_val_loss: float
     best_iter: int
@@ -152,6 +159,7 @@ _KINDS: dict[type, str] = {
     Paused: "pause",
     Resumed: "resume",
     Warning: "warning",
+    Hint: "hint",
     Finished: "finished",
     Failed: "failed",
     Diverged: "diverged",

@@ -43,6 +43,9 @@ from .rundir import RunDir
 
 Listener = Callable[[ev.Event], None]
 
+# A slow run shows one sample after this much training, when its first scheduled one is further off.
+EARLY_SAMPLE_AFTER_S = 60.0
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -144,6 +147,12 @@ class Trainer:
         self.train_gen = torch.Generator().manual_seed(train_config.seed)
         self.eval_gen = torch.Generator().manual_seed(train_config.seed + 1)
         self.sample_gen = torch.Generator(device=self.device).manual_seed(train_config.seed + 2)
+        # The early sample of a slow run (see _early_sample_due) draws from a generator of its
+        # own: whether it was taken depends on the machine's speed, the scheduled ones must not.
+        self.early_sample_gen = torch.Generator(device=self.device).manual_seed(train_config.seed + 3)
+        self.early_sample_after_s = EARLY_SAMPLE_AFTER_S
+        self._early_sampled = False
+        self._steps_timed, self._steps_timed_s = 0, 0.0  # this process's steps and their time
 
         self.iter = 0
         self.best_val_loss = math.inf
@@ -206,6 +215,10 @@ class Trainer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+    def hint(self, message: str) -> None:
+        """Pass advice on to every listener as a Hint event. For listeners (the loop's thread)."""
+        self._emit(ev.Hint(self.iter, self._time_s(), message))
 
     @property
     def stop_requested(self) -> bool:
@@ -286,6 +299,9 @@ class Trainer:
                 evaluated = True
             if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
                 self._sample(it)
+            elif self._early_sample_due(it):
+                self._sample(it, self.early_sample_gen)
+                self._early_sampled = True
             if not self._serve_requests(it, evaluated):
                 return self._stop_and_save()
             if it >= cfg.max_iters:
@@ -326,7 +342,10 @@ class Trainer:
             self.scaler.update()
         self._pending_iters.append(it + 1)
         self._pending_losses.append(loss.detach())
-        self._pending_step_s += time.perf_counter() - t
+        step_s = time.perf_counter() - t
+        self._pending_step_s += step_s
+        self._steps_timed += 1
+        self._steps_timed_s += step_s
 
     def _flush_steps(self) -> None:
         """Send the steps since the last flush as one StepsDone event."""
@@ -415,7 +434,18 @@ class Trainer:
             self._save(it, "eval", best=is_best)
         return True
 
-    def _sample(self, it: int) -> None:
+    def _early_sample_due(self, it: int) -> bool:
+        """One sample early in a slow run: once it has trained for early_sample_after_s, if the
+        first scheduled sample is still more than that away (at the seed's settings on a slow
+        CPU, step 500 is ten minutes in). The schedule goes on as before after it."""
+        if self._early_sampled or it == 0 or it >= self.config.sample_interval or self._steps_timed == 0:
+            return False
+        if self._steps_timed_s < self.early_sample_after_s:
+            return False
+        step_s = self._steps_timed_s / self._steps_timed
+        return (self.config.sample_interval - it) * step_s > self.early_sample_after_s
+
+    def _sample(self, it: int, generator: torch.Generator | None = None) -> None:
         # Broken weights must hold or stop the run, not crash the sampler.
         if self.diverged is None and not self._weights_are_finite():
             self._diverge(f"the weights are no longer finite at step {it}")
@@ -424,7 +454,7 @@ class Trainer:
         context = self.sample_context()
         self.model.eval()
         try:
-            ids = self.model.generate(context, self.config.sample_tokens, generator=self.sample_gen)
+            ids = self.model.generate(context, self.config.sample_tokens, generator=generator or self.sample_gen)
         finally:
             self.model.train()
         text = self.corpus.tokenizer.decode(ids[0, context.shape[1]:].tolist())

@@ -33,11 +33,13 @@ def test_a_run_prints_its_evaluations_samples_and_ending(corpus: Corpus) -> None
     assert err.getvalue() == ""
 
 
-def test_pauses_and_a_divergence_are_logged() -> None:
+def test_pauses_a_divergence_and_hints_are_logged() -> None:
     out, err = io.StringIO(), io.StringIO()
     printer = HeadlessPrinter(out, err)
     printer(ev.Paused(12, 3.0))
     printer(ev.Resumed(12, 9.0))
     printer(ev.Diverged(30, 12.0, "the loss became nan at step 30", None, -1))
-    assert out.getvalue().splitlines() == ["paused at step 12", "resumed at step 12"]
+    printer(ev.Hint(31, 13.0, "--preset cpu is made for a CPU"))
+    assert out.getvalue().splitlines() == [
+        "paused at step 12", "resumed at step 12", "hint: --preset cpu is made for a CPU"]
     assert "training diverged: the loss became nan at step 30" in err.getvalue()

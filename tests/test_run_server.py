@@ -89,7 +89,8 @@ def test_every_event_crosses_the_wire_unchanged(corpus: Corpus, tmp_path: Path) 
     run_dir = RunDir(tmp_path / "run")
     run_dir.prepare()
     Trainer(corpus, model_config, train_config, run_dir=run_dir, listeners=(seen.append,)).run()
-    seen += [ev.Paused(3, 1.0), ev.Resumed(3, 2.0), ev.Warning(4, 2.5, "careful"), ev.Failed(5, 3.0, "boom"),
+    seen += [ev.Paused(3, 1.0), ev.Resumed(3, 2.0), ev.Warning(4, 2.5, "careful"), ev.Hint(4, 2.6, "try --preset cpu"),
+             ev.Failed(5, 3.0, "boom"),
              ev.CheckpointFailed(5, 3.0, "/x/ckpt.pt", "No space left on device"),
              ev.Diverged(6, 4.0, "the loss became nan", "/x/ckpt.pt", 5),
              ev.EvalDone(7, 5.0, float("nan"), float("inf"), 1.5, 2, False), ev.EvalProgress(7, 5.5, 3, 4)]

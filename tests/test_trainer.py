@@ -349,3 +349,27 @@ def test_the_optimizer_falls_back_where_fused_adamw_is_missing(corpus: Corpus, m
     trainer = Trainer(corpus, model_config, train_config)
     assert tried == [True, False]
     assert trainer.run().status == "finished"
+
+
+def test_a_slow_run_shows_one_early_sample_and_keeps_its_schedule(corpus: Corpus) -> None:
+    def samples(early_after_s: float) -> list[tuple[int, str]]:
+        model_config, train_config = tiny_configs(corpus, max_iters=300, eval_interval=10_000,
+                                                  sample_interval=10_000)
+        trainer = Trainer(corpus, model_config, train_config)
+        trainer.early_sample_after_s = early_after_s
+        seen = collect(trainer)
+        trainer.run()
+        return [(e.iter, e.text) for e in seen if isinstance(e, ev.SampleGenerated)]
+
+    early = samples(0.2)  # "a minute", scaled down: the first scheduled sample is far off
+    assert len(early) == 2 and 0 < early[0][0] < 300 and early[1][0] == 300
+    assert samples(float("inf")) == early[1:]  # the scheduled sample is the same text either way
+
+
+def test_a_run_whose_samples_have_begun_takes_no_early_one(corpus: Corpus) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=300, eval_interval=100, sample_interval=20)
+    trainer = Trainer(corpus, model_config, train_config)
+    trainer.early_sample_after_s = 0.2  # reached long after the first scheduled sample, at step 20
+    seen = collect(trainer)
+    trainer.run()
+    assert [e.iter for e in seen if isinstance(e, ev.SampleGenerated)] == list(range(20, 301, 20))
