@@ -4,11 +4,11 @@ step with an ETA of 1 h 40 min, and nothing on screen said that `--preset cpu` e
 
     trainer.add_listener(SlowRunHint(trainer, preset))   # added last: it emits through the trainer
 
-It watches the run's own steps and evaluations; after the first few seconds of steps it
-estimates the time the whole run takes (steps left at the measured step time, evaluations left
-at the measured evaluation time, or a guess from the step time before the first one is timed)
-and, when that is over `limit_s`, emits one Hint event: the dashboard's messages and the
-headless log show it, metrics.jsonl keeps it.
+It watches the run's own steps and evaluations; a few seconds in (into the first steps, or into
+the first evaluation, which comes before them) it estimates the time the whole run takes (the
+steps left at the step time, the evaluations left at the evaluation time) and, when that is over
+`limit_s`, emits one Hint event: the dashboard's messages and the headless log show it, and
+metrics.jsonl keeps it.
 """
 
 from __future__ import annotations
@@ -42,31 +42,41 @@ class SlowRunHint:
             self._eval_started = event.time_s
         elif isinstance(event, ev.EvalDone) and self._eval_started is not None:
             self._eval_s = event.time_s - self._eval_started
+        elif isinstance(event, ev.EvalProgress) and self._steps == 0 and self._eval_started is not None:
+            # The first evaluation comes before any step (at the seed's settings on a slow CPU, it
+            # alone takes minutes): estimate from its batches, a step being about three of them
+            # (forward, and a backward of twice its work).
+            spent = event.time_s - self._eval_started
+            if spent >= self.after_s and event.done >= self.after_steps:
+                self.done = True
+                batch_s = spent / event.done
+                self._maybe_hint(event.iter, event.time_s + (event.total - event.done) * batch_s,
+                                 3 * batch_s, batch_s * event.total, "estimated from its first evaluation")
         elif isinstance(event, ev.StepsDone):
             self._steps += len(event.iters)
             self._step_s += event.ms_per_step * len(event.iters) / 1000.0
             if self._steps >= self.after_steps and self._step_s >= self.after_s:
                 self.done = True  # one estimate, one hint at most
-                self._maybe_hint(event)
+                step_s = self._step_s / self._steps
+                # an evaluation is 2 x eval_iters forward passes, about a third of a step each
+                eval_s = self._eval_s if self._eval_s is not None else 2 * self.trainer.config.eval_iters * step_s / 3
+                self._maybe_hint(event.iter, event.time_s, step_s, eval_s, "measured")
 
-    def estimate_s(self, at: ev.StepsDone) -> float:
-        """Training time the whole run will have taken: so far, plus what is left."""
+    def estimate_s(self, it: int, time_s: float, step_s: float, eval_s: float) -> float:
+        """Training time the whole run will have taken: `time_s` so far (at step `it`), plus the
+        steps and the scheduled evaluations still to come."""
         cfg = self.trainer.config
-        step_s = self._step_s / self._steps
-        # an evaluation is 2 x eval_iters forward passes, about a third of a step each
-        eval_s = self._eval_s if self._eval_s is not None else 2 * cfg.eval_iters * step_s / 3
-        steps_left = max(0, cfg.max_iters - at.iter)
-        evals_left = cfg.max_iters // cfg.eval_interval - at.iter // cfg.eval_interval
-        return at.time_s + steps_left * step_s + max(0, evals_left) * eval_s
+        steps_left = max(0, cfg.max_iters - it)
+        evals_left = max(0, cfg.max_iters // cfg.eval_interval - it // cfg.eval_interval)
+        return time_s + steps_left * step_s + evals_left * eval_s
 
-    def _maybe_hint(self, at: ev.StepsDone) -> None:
-        total = self.estimate_s(at)
+    def _maybe_hint(self, it: int, time_s: float, step_s: float, eval_s: float, how: str) -> None:
+        total = self.estimate_s(it, time_s, step_s, eval_s)
         if total <= self.limit_s:
             return
-        left = total - at.time_s
         preset = PRESETS[FAST_PRESET]
         reaches = f": {preset.reaches}" if preset.reaches else ""
         self.trainer.hint(
-            f"at {at.ms_per_step:.0f} ms a step on this CPU, these settings take about {about(total)} "
-            f"({about(left)} from now). --preset {FAST_PRESET} is made for a CPU{reaches}"
+            f"at about {1000 * step_s:.0f} ms a step ({how}), these settings take about {about(total)} "
+            f"on this CPU. --preset {FAST_PRESET} is made for a CPU{reaches}"
         )

@@ -33,8 +33,8 @@ def test_the_seeds_settings_on_a_slow_cpu_get_one_hint_naming_the_cpu_preset(cor
         trainer._emit(event)
     assert len(hints) == 1
     message = hints[0].message
-    assert "972 ms a step" in message and "--preset cpu" in message and "1 h" in message, message
-    assert 5000 * 0.972 + 10 * 100 < hint.estimate_s(steps(9, 9, 109.0, 972.0)) < 5000 * 0.972 + 11 * 100 + 200
+    assert "972 ms a step (measured)" in message and "--preset cpu" in message and "1 h" in message, message
+    assert 5000 * 0.972 + 10 * 100 < hint.estimate_s(9, 109.0, 0.972, 100.0) < 5000 * 0.972 + 11 * 100 + 200
     trainer._emit(steps(10, 12, 112.0, 972.0))
     assert len(hints) == 1  # once
 
@@ -51,3 +51,14 @@ def test_no_hint_for_a_quick_run_for_the_cpu_preset_itself_or_off_the_cpu(corpus
     assert not hint.done  # custom settings on a CPU: watched
     trainer.device = type(trainer.device)("cuda")
     assert SlowRunHint(trainer, None).done  # a GPU: nothing to say
+
+
+def test_a_first_evaluation_that_takes_minutes_gives_the_hint_before_any_step(corpus: Corpus) -> None:
+    # 400 batches of 0.3 s: two minutes of evaluation before step 1, then about 0.9 s a step
+    trainer, _, hints = watched(corpus, "seed", max_iters=5000, eval_interval=500, eval_iters=200)
+    trainer._emit(ev.EvalStarted(0, 0.0, 200))
+    for done in range(1, 30):
+        trainer._emit(ev.EvalProgress(0, done * 0.3, done, 400))
+    assert len(hints) == 1 and hints[0].iter == 0
+    assert "900 ms a step (estimated from its first evaluation)" in hints[0].message, hints[0].message
+    assert "--preset cpu" in hints[0].message
