@@ -226,7 +226,9 @@ def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, Train
         train_config = TrainConfig(**{**asdict(saved_train), **{k: v for k, v in overrides.items()
                                                                  if k in TRAIN_FLAGS and v is not None}})
         train_config.validate()
-        if train_config.max_iters <= int(resume_state["iter"]):
+        at, due_done = int(resume_state["iter"]), bool(resume_state.get("due_done", True))
+        # a checkpoint stopped during its last evaluation resumes to do just that
+        if train_config.max_iters < at or (train_config.max_iters == at and due_done):
             raise UsageError(
                 f"the checkpoint is at step {resume_state['iter']}, which is not before --max-iters "
                 f"{train_config.max_iters}; pass a larger --max-iters to train on"

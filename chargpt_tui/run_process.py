@@ -65,7 +65,9 @@ def train_here(
         trainer.add_listener(metrics)
         peak = peak_flops(trainer.device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))[0]
         server = _start_server(trainer, run_dir.path, lock, preset, peak, required=spawned)
-        trainer.add_listener(SlowRunHint(trainer, preset))  # it emits through the trainer: after the others
+        # it emits through the trainer, from within the event that prompted it: listeners added
+        # before it have had that event already (the log printer, added later, sees the hint first)
+        trainer.add_listener(SlowRunHint(trainer, preset))
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
         finally:

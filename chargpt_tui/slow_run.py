@@ -34,6 +34,7 @@ class SlowRunHint:
         self._step_s = 0.0
         self._eval_started: float | None = None
         self._eval_s: float | None = None
+        self._estimated = False  # from the first evaluation, before any step
 
     def __call__(self, event: ev.Event) -> None:
         if self.done:
@@ -47,11 +48,11 @@ class SlowRunHint:
             # alone takes minutes): estimate from its batches, a step being about three of them
             # (forward, and a backward of twice its work).
             spent = event.time_s - self._eval_started
-            if spent >= self.after_s and event.done >= self.after_steps:
-                self.done = True
+            if spent >= self.after_s and event.done >= self.after_steps and not self._estimated:
+                self._estimated = True  # once from the evaluation; the steps' own time is better, later
                 batch_s = spent / event.done
-                self._maybe_hint(event.iter, event.time_s + (event.total - event.done) * batch_s,
-                                 3 * batch_s, batch_s * event.total, "estimated from its first evaluation")
+                self.done = self._maybe_hint(event.iter, event.time_s + (event.total - event.done) * batch_s,
+                                             3 * batch_s, batch_s * event.total, "estimated from its first evaluation")
         elif isinstance(event, ev.StepsDone):
             self._steps += len(event.iters)
             self._step_s += event.ms_per_step * len(event.iters) / 1000.0
@@ -70,13 +71,15 @@ class SlowRunHint:
         evals_left = max(0, cfg.max_iters // cfg.eval_interval - it // cfg.eval_interval)
         return time_s + steps_left * step_s + evals_left * eval_s
 
-    def _maybe_hint(self, it: int, time_s: float, step_s: float, eval_s: float, how: str) -> None:
+    def _maybe_hint(self, it: int, time_s: float, step_s: float, eval_s: float, how: str) -> bool:
+        """Hint if the run will take over limit_s; whether it did."""
         total = self.estimate_s(it, time_s, step_s, eval_s)
         if total <= self.limit_s:
-            return
+            return False
         preset = PRESETS[FAST_PRESET]
         reaches = f": {preset.reaches}" if preset.reaches else ""
         self.trainer.hint(
             f"at about {1000 * step_s:.0f} ms a step ({how}), these settings take about {about(total)} "
             f"on this CPU. --preset {FAST_PRESET} is made for a CPU{reaches}"
         )
+        return True

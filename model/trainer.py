@@ -51,6 +51,13 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+@dataclass(frozen=True)
+class _Requests:
+    evaluate: bool
+    save: bool
+    snapshots: list[Future[GPT]]
+
+
 class _StopNow(Exception):
     """Raised inside an evaluation when a stop was requested, to abandon it."""
 
@@ -161,7 +168,9 @@ class Trainer:
         self.eval_history: list[tuple[int, float, float]] = []
         self._elapsed_before = 0.0
         self._resumed = resume is not None
-        self._due_done_at_start = True  # see _loop; a checkpoint may say otherwise
+        # whether what is due at self.iter (its evaluation, its sample) is done: what a checkpoint
+        # says as due_done, and what a run resumed from it skips (see _loop)
+        self._due_done = False
         self._last_saved_iter = -1  # the step ckpt.pt in run_dir holds, as far as this run knows
         self.last_save_error: str | None = None  # why the latest save failed; None after a success
         if resume is not None:
@@ -178,6 +187,7 @@ class Trainer:
         self._running = threading.Lock()  # held by run()
         self._controls = threading.Lock()  # guards _looping; see _submit
         self._looping = False  # the loop takes the controls' requests (else their caller does them)
+        self._run_thread: int | None = None  # the thread in run(), while it is there
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
@@ -243,45 +253,73 @@ class Trainer:
         return True
 
     def _submit(self, enqueue: Callable[[], object], do_now: Callable[[], object]) -> None:
-        """A control's one owner: the loop while it runs (enqueue, and wake it), else the caller,
-        now. Both under one lock with the loop's start and end, so that a request made as the
-        loop ends is either taken by the loop's last look at its requests or done here."""
-        with self._controls:
-            if self._looping:
-                enqueue()
-                self._wake.set()
+        """A control's one owner. While the loop runs: the loop (enqueue, and wake it; it acts
+        at the next step boundary, or in its last look at the requests as it ends). Otherwise:
+        the caller, now, holding the run lock, so that a run() cannot start under it; or, for a
+        listener of a run's last events, the run's own thread. Never under the controls lock,
+        which only guards the switch between the two: work emits events, and a listener may ask
+        for more."""
+        while True:
+            with self._controls:
+                if self._looping:
+                    enqueue()
+                    self._wake.set()
+                    return
+                in_run_thread = self._run_thread == threading.get_ident()
+                took = not in_run_thread and self._running.acquire(blocking=False)
+            if in_run_thread:
+                do_now()
                 return
-            do_now()
+            if took:
+                try:
+                    do_now()
+                finally:
+                    self._running.release()
+                return
+            time.sleep(0.01)  # run() is starting or ending: it takes requests, or lets go, soon
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
         with self._running:
-            with self._controls:
-                self._looping = True
-            self._t0 = time.perf_counter()
+            self._run_thread = threading.get_ident()
             try:
-                self._emit(self._started_event())
-                if self.precision.warning:  # once, at the start: bfloat16 emulated, say
-                    self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
-                stopped = self._loop()
-            except Exception as exc:  # reported as an event; the caller decides what to do
-                try:
-                    self._flush_steps()
-                except TrainingDiverged:
-                    pass
-                message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TrainingDiverged) else str(exc)
-                self._emit(ev.Failed(self.iter, self._time_s(), message))
-                return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
+                return self._run()
             finally:
-                with self._controls:
-                    self._looping = False
-                    self._serve_last_requests()
-            if self.diverged is not None:  # held after a divergence, then stopped
-                self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
-                return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, self.diverged)
-            status = "stopped" if stopped else "finished"
-            self._emit(ev.Finished(self.iter, self._time_s(), self.best_val_loss, self.best_iter, stopped))
-            return RunResult(status, self.iter, self.best_val_loss, self.best_iter)
+                self._run_thread = None
+
+    def _run(self) -> RunResult:
+        with self._controls:
+            self._looping = True
+        self._t0 = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            self._emit(self._started_event())
+            if self.precision.warning:  # once, at the start: bfloat16 emulated, say
+                self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
+            stopped = self._loop()
+        except Exception as exc:  # reported as an event; the caller decides what to do
+            failure = exc
+        finally:
+            with self._controls:  # from here on, requests are done by whoever asks (see _submit)
+                self._looping = False
+                last = self._take_requests()
+            self._serve_snapshots(last.snapshots)
+        if failure is not None:
+            # what was asked for as it failed, but snapshots: not on weights an error left mid-step
+            try:
+                self._flush_steps()
+            except TrainingDiverged:
+                pass
+            message = str(failure) if isinstance(failure, TrainingDiverged) else f"{type(failure).__name__}: {failure}"
+            self._emit(ev.Failed(self.iter, self._time_s(), message))
+            return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
+        self._serve_last_requests(last)
+        if self.diverged is not None:  # held after a divergence, then stopped
+            self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
+            return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, self.diverged)
+        status = "stopped" if stopped else "finished"
+        self._emit(ev.Finished(self.iter, self._time_s(), self.best_val_loss, self.best_iter, stopped))
+        return RunResult(status, self.iter, self.best_val_loss, self.best_iter)
 
     def _loop(self) -> bool:
         """Train to max_iters. Returns True when stopped early."""
@@ -291,17 +329,18 @@ class Trainer:
             it = self.iter
             # what is due at the step a resumed run starts from was done before its checkpoint,
             # unless a stop abandoned it (then the checkpoint says so)
-            skip_due = self._resumed and it == start and self._due_done_at_start
+            skip_due = it == start and self._due_done
             evaluated = False
             if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_due:
                 if not self._evaluate_and_save(it, save=True):
-                    return self._stop_and_save(due_done=False)
+                    return self._stop_and_save()  # due_done stays False: a resumed run evaluates here
                 evaluated = True
             if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
                 self._sample(it)
             elif self._early_sample_due(it):
                 self._sample(it, self.early_sample_gen)
                 self._early_sampled = True
+            self._due_done = True
             if not self._serve_requests(it, evaluated):
                 return self._stop_and_save()
             if it >= cfg.max_iters:
@@ -313,6 +352,7 @@ class Trainer:
                 return self._stop_and_save()
             self.train_step(it)
             self.iter = it + 1
+            self._due_done = False
             if time.perf_counter() - self._last_flush >= self.event_interval_s:
                 self._flush_steps()
 
@@ -430,7 +470,8 @@ class Trainer:
             self.best_val_loss, self.best_iter = val_loss, it
         self.eval_history.append((it, train_loss, val_loss))
         self._emit(ev.EvalDone(it, self._time_s(), train_loss, val_loss, self.best_val_loss, self.best_iter, is_best))
-        if save:
+        if save:  # a scheduled evaluation: what is due at `it` is done, as the checkpoint says
+            self._due_done = True
             self._save(it, "eval", best=is_best)
         return True
 
@@ -438,12 +479,13 @@ class Trainer:
         """One sample early in a slow run: once it has trained for early_sample_after_s, if the
         first scheduled sample is still more than that away (at the seed's settings on a slow
         CPU, step 500 is ten minutes in). The schedule goes on as before after it."""
-        if self._early_sampled or it == 0 or it >= self.config.sample_interval or self._steps_timed == 0:
+        first = min(self.config.sample_interval, self.config.max_iters)  # the first scheduled sample
+        if self._early_sampled or it == 0 or it >= first or self._steps_timed == 0:
             return False
         if self._steps_timed_s < self.early_sample_after_s:
             return False
         step_s = self._steps_timed_s / self._steps_timed
-        return (self.config.sample_interval - it) * step_s > self.early_sample_after_s
+        return (first - it) * step_s > self.early_sample_after_s
 
     def _sample(self, it: int, generator: torch.Generator | None = None) -> None:
         # Broken weights must hold or stop the run, not crash the sampler.
@@ -491,15 +533,13 @@ class Trainer:
         self._serve_snapshots()
         return True
 
-    def _stop_and_save(self, due_done: bool = True) -> bool:
-        """due_done=False: a stop abandoned the evaluation due at this step; the checkpoint says
-        so, and a run resumed from it evaluates (and samples) there first."""
+    def _stop_and_save(self) -> bool:
         self._flush_steps()
-        self._save(self.iter, "stop", due_done=due_done)
+        self._save(self.iter, "stop")
         return True
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def _save(self, it: int, reason: str, best: bool = False, due_done: bool = True) -> None:
+    def _save(self, it: int, reason: str, best: bool = False) -> None:
         if self.run_dir is None:
             return
         path = self.run_dir.ckpt_path
@@ -511,7 +551,7 @@ class Trainer:
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
             return
         try:
-            save_checkpoint(self.checkpoint_state(it, due_done), path, also=self.run_dir.best_path if best else None)
+            save_checkpoint(self.checkpoint_state(it), path, also=self.run_dir.best_path if best else None)
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self.last_save_error = exc.strerror or str(exc)
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
@@ -538,7 +578,7 @@ class Trainer:
     def _weights_are_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
-    def checkpoint_state(self, it: int, due_done: bool = True) -> dict[str, Any]:
+    def checkpoint_state(self, it: int) -> dict[str, Any]:
         rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "train_batches": self.train_gen.get_state(),
@@ -556,7 +596,7 @@ class Trainer:
             "train_config": asdict(self.config),
             "vocab": "".join(self.corpus.tokenizer.chars),
             "iter": it,
-            "due_done": due_done,
+            "due_done": self._due_done,
             "best_val_loss": self.best_val_loss,
             "best_iter": self.best_iter,
             "elapsed_s": self._time_s(),
@@ -578,7 +618,7 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.iter = int(state["iter"])
-        self._due_done_at_start = bool(state.get("due_done", True))
+        self._due_done = bool(state.get("due_done", True))
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         self.best_iter = int(state.get("best_iter", -1))
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -611,13 +651,20 @@ class Trainer:
             p.requires_grad_(False)
         return model
 
-    def _serve_snapshots(self) -> None:
+    def _serve_snapshots(self, futures: list[Future[GPT]] | None = None) -> None:
+        """Answer the snapshot requests queued (or those given)."""
+        if futures is None:
+            futures = self._drain_snapshots()
+        for future in futures:
+            self._answer_snapshot(future)
+
+    def _drain_snapshots(self) -> list[Future[GPT]]:
+        futures = []
         while True:
             try:
-                future = self._snapshots.get_nowait()
+                futures.append(self._snapshots.get_nowait())
             except queue.Empty:
-                return
-            self._answer_snapshot(future)
+                return futures
 
     def _answer_snapshot(self, future: Future[GPT]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -627,21 +674,23 @@ class Trainer:
         except Exception as exc:  # out of memory, say: the caller hears of it rather than waits
             future.set_exception(exc)
 
-    def _serve_last_requests(self) -> None:
-        """At the loop's end (under the controls lock): what was asked for while it ended. An
-        evaluation asked for is done unless a stop ended the run; saves and snapshots always."""
+    def _take_requests(self) -> _Requests:
+        """The requests not yet acted on, taken (under the controls lock, at the loop's end)."""
+        evaluate, save = self._eval_requested.is_set(), self._save_requested.is_set()
+        self._eval_requested.clear()
+        self._save_requested.clear()
+        return _Requests(evaluate, save, self._drain_snapshots())
+
+    def _serve_last_requests(self, last: _Requests) -> None:
+        """At the loop's end: what was asked for while it ended. An evaluation is done unless a
+        stop ended the run; a save always (snapshots were answered already)."""
         try:
-            if self._eval_requested.is_set():
-                self._eval_requested.clear()
-                if not self._stop.is_set():
-                    self._evaluate_and_save(self.iter, save=False)
-            if self._save_requested.is_set():
-                self._save_requested.clear()
+            if last.evaluate and not self._stop.is_set():
+                self._evaluate_and_save(self.iter, save=False)
+            if last.save:
                 self._save(self.iter, "request")
         except Exception as exc:  # the run's own ending (finished, failed) is what to report
             self._emit(ev.Warning(self.iter, self._time_s(), f"a request at the end of the run failed: {exc}"))
-        finally:
-            self._serve_snapshots()
 
     def _started_event(self) -> ev.RunStarted:
         n_params = self.model.num_params()

@@ -28,6 +28,7 @@ from model import events as ev
 from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint
 from model.data import Corpus
+from model.gpt import GPT
 from model.rundir import RunDir
 from model.trainer import Trainer
 
@@ -165,7 +166,17 @@ async def test_g_streams_generated_text_into_the_modal(dashboard: Dashboard, cor
         await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
 
 
-async def test_escape_stops_a_generation_in_progress(dashboard: Dashboard) -> None:
+async def test_escape_stops_a_generation_in_progress(dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    yielded: list[int] = []  # every character the prompt's generation produces, on its thread
+    original = GPT.generate_stream
+
+    def counted(self: GPT, idx: object, max_new_tokens: int, *args: object, **kwargs: object):  # noqa: ANN202
+        for next_id in original(self, idx, max_new_tokens, *args, **kwargs):  # type: ignore[arg-type]
+            if max_new_tokens == 1_000_000:  # not the training's own periodic samples
+                yielded.append(1)
+            yield next_id
+
+    monkeypatch.setattr(GPT, "generate_stream", counted)
     app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.progress.iter >= 2)
@@ -177,14 +188,16 @@ async def test_escape_stops_a_generation_in_progress(dashboard: Dashboard) -> No
         screen.query_one("#prompt", Input).focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(screen.generated) >= 20)
+        generating = [w for w in app.workers if w.group == "generate"]
+        assert generating and not any(w.is_finished for w in generating)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, GenerateScreen))
-        generating = [w for w in app.workers if w.group == "generate"]
-        await wait_for(pilot, lambda: all(w.is_finished for w in generating))
         assert all(w.state == WorkerState.CANCELLED for w in generating)
-        stopped_at = len(screen.generated)
+        # the thread notices at its next character: after that, the model produces no more
         await pilot.pause(0.5)
-        assert len(screen.generated) == stopped_at < 1_000_000
+        stopped_at = len(yielded)
+        await pilot.pause(1.0)
+        assert len(yielded) == stopped_at < 1_000_000
 
 
 async def test_q_asks_first_then_stops_the_run_with_a_checkpoint(dashboard: Dashboard, tmp_path: Path) -> None:

@@ -204,7 +204,8 @@ def test_a_second_ctrl_c_quits_at_once(workdir: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert load_checkpoint(out / "ckpt.pt")["iter"] == 50  # the last whole checkpoint stays
+    saved = load_checkpoint(out / "ckpt.pt")["iter"]  # the last whole checkpoint stays: an evaluation's
+    assert saved >= 50 and saved % 50 == 0
 
 
 def test_a_nan_loss_headless_ends_with_status_1_and_keeps_the_last_good_checkpoint(workdir: Path) -> None:

@@ -62,3 +62,14 @@ def test_a_first_evaluation_that_takes_minutes_gives_the_hint_before_any_step(co
     assert len(hints) == 1 and hints[0].iter == 0
     assert "900 ms a step (estimated from its first evaluation)" in hints[0].message, hints[0].message
     assert "--preset cpu" in hints[0].message
+
+
+def test_an_estimate_from_the_evaluation_under_the_limit_leaves_the_steps_to_decide(corpus: Corpus) -> None:
+    trainer, hint, hints = watched(corpus, "seed", max_iters=5000, eval_interval=500, eval_iters=200)
+    trainer._emit(ev.EvalStarted(0, 0.0, 200))
+    for done in range(1, 30):
+        trainer._emit(ev.EvalProgress(0, done * 0.01, done, 400))  # a quick evaluation: no hint
+    assert hints == [] and not hint.done
+    for i in range(1, 10, 3):
+        trainer._emit(steps(i, i + 2, 4.0 + i, 1000.0))  # but the steps take a second each
+    assert len(hints) == 1 and "(measured)" in hints[0].message

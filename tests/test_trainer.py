@@ -249,6 +249,8 @@ def test_a_stop_during_an_evaluation_is_done_again_on_resume(corpus: Corpus, tmp
     assert [e.iter for e in first if isinstance(e, ev.EvalDone)] == [0]  # the one at 10 was abandoned
     state = load_checkpoint(run_dir.ckpt_path)
     assert state["iter"] == 10 and state["due_done"] is False
+    stopped.request_save()  # a later save of the same step (a viewer's `s`) says the same
+    assert load_checkpoint(run_dir.ckpt_path)["due_done"] is False
 
     resumed = Trainer(corpus, model_config, train_config, resume=state)
     after = collect(resumed)
@@ -265,9 +267,46 @@ def test_a_stop_during_an_evaluation_is_done_again_on_resume(corpus: Corpus, tmp
     assert steps_of(after) == steps_of(straight)[10:]
 
 
+def test_a_stop_during_the_last_evaluation_resumes_to_do_it(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=10, eval_interval=10, eval_iters=4)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
+    trainer.add_listener(lambda e: trainer.stop() if isinstance(e, ev.EvalProgress) and e.iter == 10 else None)
+    assert trainer.run().status == "stopped"
+    state = load_checkpoint(run_dir.ckpt_path)
+    assert state["iter"] == 10 and state["due_done"] is False
+    resumed = Trainer(corpus, model_config, train_config, resume=state)
+    seen = collect(resumed)
+    assert resumed.run().status == "finished"
+    assert [e.iter for e in seen if isinstance(e, ev.EvalDone)] == [10]
+
+
 def test_requests_made_as_the_loop_ends_are_answered(corpus: Corpus, tmp_path: Path) -> None:
-    # A listener of the last event runs in the loop's thread after its last look at the
-    # requests: the moment a viewer's request can race with the end of the loop.
+    # A stop's checkpoint is the loop's last act, after its last look at the requests: a
+    # request made then (here by a listener of that save) is the one that races with the end.
+    model_config, train_config = tiny_configs(corpus, max_iters=100_000, eval_interval=100_000)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    asked: list[object] = []
+
+    def at_the_stop(event: ev.Event) -> None:
+        if isinstance(event, ev.StepsDone) and event.iter >= 3:
+            trainer.stop()
+        if isinstance(event, ev.CheckpointSaved) and event.reason == "stop":
+            asked.append(trainer.snapshot())
+            trainer.request_save()
+
+    trainer.add_listener(at_the_stop)
+    seen = collect(trainer)
+    assert trainer.run().status == "stopped"
+    assert asked[0].result(timeout=5).training is False  # type: ignore[attr-defined]
+    assert any(isinstance(e, ev.CheckpointSaved) and e.reason == "request" for e in seen)
+
+
+def test_requests_from_a_listener_of_the_last_events_are_answered(corpus: Corpus, tmp_path: Path) -> None:
+    # Finished comes from the run's own thread after the loop: done there and then, no deadlock
     model_config, train_config = tiny_configs(corpus, max_iters=5, eval_interval=100)
     run_dir = RunDir(tmp_path / "run")
     run_dir.prepare()
@@ -293,12 +332,23 @@ def test_requests_made_as_the_loop_ends_are_answered(corpus: Corpus, tmp_path: P
 def test_requests_while_training_are_served_by_the_loop_at_a_step_boundary(corpus: Corpus) -> None:
     model_config, train_config = tiny_configs(corpus, max_iters=100_000, eval_interval=100_000)
     trainer = Trainer(corpus, model_config, train_config, event_interval_s=0.0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_loop(event: ev.Event) -> None:  # mid-run, between two steps, until released
+        if isinstance(event, ev.StepsDone) and event.iter == 3:
+            held.set()
+            release.wait(30)
+
+    trainer.add_listener(hold_the_loop)
     thread = threading.Thread(target=trainer.run)
     thread.start()
     try:
+        assert held.wait(30)
         futures = [trainer.snapshot() for _ in range(3)]
         cancelled = trainer.snapshot()
-        cancelled.cancel()
+        assert not any(f.done() for f in (*futures, cancelled))  # queued for the loop
+        assert cancelled.cancel()
+        release.set()
         models = [f.result(timeout=30) for f in futures]
         assert len({id(m) for m in models}) == 3 and all(not m.training for m in models)
         assert cancelled.cancelled()
@@ -361,7 +411,7 @@ def test_a_slow_run_shows_one_early_sample_and_keeps_its_schedule(corpus: Corpus
         trainer.run()
         return [(e.iter, e.text) for e in seen if isinstance(e, ev.SampleGenerated)]
 
-    early = samples(0.2)  # "a minute", scaled down: the first scheduled sample is far off
+    early = samples(0.01)  # "a minute", scaled down: the first scheduled sample is far off
     assert len(early) == 2 and 0 < early[0][0] < 300 and early[1][0] == 300
     assert samples(float("inf")) == early[1:]  # the scheduled sample is the same text either way
 
