@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def duration(seconds: float) -> str:
     """1:02:03 or 2:03 (m:ss)."""
@@ -36,3 +38,22 @@ def si(value: float, unit: str = "") -> str:
 
 def count(n: int) -> str:
     return f"{n:,}"
+
+
+# Vendor noise in CPU and GPU names, taken out where a name has to fit a narrow panel.
+_NAME_NOISE = (
+    r"\((?:R|r|TM|tm)\)",  # Intel(R) Xeon(R), Core(TM)
+    r"\bCPU\b", r"\bProcessor\b", r"@\s*[\d.]+\s*[GM]Hz", r"\b\d+-Core\b",  # "CPU @ 2.30GHz", "64-Core Processor"
+    r"^NVIDIA\s+(?:GeForce\s+)?",  # NVIDIA GeForce RTX 4090: RTX 4090
+)
+
+
+def short_device_name(name: str) -> str:
+    """A CPU's or GPU's name without the vendor noise: "Intel(R) Xeon(R) Processor @ 2.30GHz
+    (2 cores)" reads "Intel Xeon (2 cores)", "NVIDIA GeForce RTX 4090" reads "RTX 4090". The
+    full name stays in config.json."""
+    short = name
+    for noise in _NAME_NOISE:
+        short = re.sub(noise, " ", short)
+    short = re.sub(r"\s+", " ", short).strip()
+    return short or name

@@ -98,8 +98,9 @@ def list_runs(root: Path) -> list[RunSummary]:
 
 
 def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
-    """The records since the last "start" line, read from the end of the file backwards until
-    that start and an evaluation are found (a long run's file need not be read whole)."""
+    """The records since the last "start" line, but of its step lines only the latest, read from
+    the end of the file backwards until that start and an evaluation are found (a long run's
+    file need not be read whole, nor its hundreds of thousands of step lines decoded)."""
     try:
         f = open(metrics, "rb")  # noqa: SIM115
     except OSError:
@@ -107,7 +108,7 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
     with f:
         end = f.seek(0, os.SEEK_END)
         pos, tail, records = end, b"", []
-        seen_start = seen_eval = False
+        seen_start = seen_eval = seen_step = False
         while pos > 0 and not (seen_start and seen_eval):
             step = min(chunk, pos)
             pos -= step
@@ -116,10 +117,14 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
             lines = data.split(b"\n")
             tail = lines.pop(0) if pos > 0 else b""
             batch = []
-            for line in lines:
+            for line in reversed(lines):  # newest first
+                if line.startswith(b'{"event": "step"') and seen_step:
+                    continue  # a summary needs the latest step alone: most lines are steps
                 record = _record(line)
                 if record is not None:
                     batch.append(record)
+                    seen_step = seen_step or record.get("event") == "step"
+            batch.reverse()
             records = batch + records
             seen_start = seen_start or any(r.get("event") == "start" for r in batch)
             seen_eval = seen_eval or any(r.get("event") == "eval" for r in batch)

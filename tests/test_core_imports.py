@@ -27,3 +27,49 @@ def test_training_a_step_leaves_textual_out() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_viewer_never_loads_pytorch(tmp_path) -> None:  # noqa: ANN001
+    """A dashboard attached to a run (here one read from disk, with its device panel, chart and
+    samples drawn) starts without PyTorch: importing it takes seconds and hundreds of MB."""
+    from helpers import tiny_configs
+
+    from model.data import Corpus
+    from model.rundir import MetricsLog, RunDir
+    from model.trainer import Trainer
+
+    corpus = Corpus.from_text("hello world, " * 200, "tiny")
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, sample_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    metrics = MetricsLog(run_dir.metrics_path)
+    trainer.add_listener(metrics)
+    trainer.run()
+    metrics.close()
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from chargpt_tui.app import ChargptApp
+        from chargpt_tui.run_link import RunOnDisk
+
+        async def main() -> None:
+            app = ChargptApp(RunOnDisk(Path({str(run_dir.path)!r})))
+            async with app.run_test(size=(80, 24)) as pilot:
+                for _ in range(400):
+                    await pilot.pause(0.05)
+                    if app.caught_up and "not running" in app.status.detail and app.samples.latest_iter == 20:
+                        break
+                else:
+                    raise SystemExit("the run was not drawn")
+                await pilot.pause(0.5)
+
+        asyncio.run(main())
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+        print(loaded[:5])
+        sys.exit(1 if loaded else 0)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

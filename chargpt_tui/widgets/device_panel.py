@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from chargpt_tui.format import si
+from chargpt_tui.format import short_device_name, si
 
 
 class DevicePanel(Widget):
@@ -37,8 +37,6 @@ class DevicePanel(Widget):
 
     def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str, dtype_note: str = "") -> None:
         """device_name: the full name; shown without the vendor noise, to fit."""
-        from model.device import short_device_name
-
         self.device_name, self.dtype, self.dtype_note = short_device_name(device_name), dtype, dtype_note
         self.threads, self.torch_version = threads, torch_version
         self.refresh()
