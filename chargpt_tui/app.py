@@ -177,6 +177,7 @@ class ChargptApp(App[int]):
         """The history is drawn: work out what the run is doing now (also after attaching again,
         when whatever was shown before the cut-off may be stale)."""
         self.caught_up = True
+        self.chart.draw_now()  # the history, now: not at the chart's next tick
         if not self.live or self.finished:
             return
         self.progress.running = not self.pause_requested

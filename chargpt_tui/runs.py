@@ -166,8 +166,11 @@ def read_journal(path: Path) -> RunJournal:
         block.clear()
         if not steps:
             return
-        iters = tuple(int(it) for it, _, _, _ in steps)
-        losses = tuple(_number(loss) for _, _, loss, _ in steps)
+        iters = tuple([int(it) for it, _, _, _ in steps])
+        try:
+            losses = tuple([float(loss) for _, _, loss, _ in steps])
+        except ValueError:  # a null among them: how metrics.jsonl writes NaN
+            losses = tuple([_number(loss) for _, _, loss, _ in steps])
         _, time_s, _, lr = steps[-1]
         journal.add(ev.StepsDone(iters[-1], float(time_s), iters, losses, _number(lr), 0.0, 0.0), 0.0)
 

@@ -19,9 +19,16 @@ class LossHistory:
         self.losses: list[float] = []
 
     def extend(self, iters: Iterable[float], losses: Iterable[float]) -> None:
-        for it, loss in zip(iters, losses):
-            self.iters.append(float(it))
-            self.losses.append(float(loss))
+        """Append points, merging whenever there are more than max_points: the same as adding
+        them one at a time, a slice at a time (a viewer reads a long run's 100,000 at once)."""
+        new = [(float(it), float(loss)) for it, loss in zip(iters, losses)]
+        pos = 0
+        while pos < len(new):
+            room = max(1, self.max_points + 1 - len(self.iters))  # points until the next merge
+            taken = new[pos : pos + room]
+            self.iters += [it for it, _ in taken]
+            self.losses += [loss for _, loss in taken]
+            pos += len(taken)
             if len(self.iters) > self.max_points:
                 self._halve_older()
 

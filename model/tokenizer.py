@@ -8,9 +8,15 @@ encoded in well under a second with one 100 MB buffer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# NumPy is imported where it is used: a dashboard viewer builds a CharTokenizer for its prompt
+# (unknown characters, decoding) and starts faster without it.
 
 # Encode long texts in slices so that the UTF-32 copy of the text (4 bytes a character)
 # never exists whole: peak memory stays near the size of the text itself.
@@ -35,13 +41,21 @@ class CharTokenizer:
         if any(len(c) != 1 for c in self.chars):
             raise ValueError("vocabulary entries must be single characters")
         self.stoi = {c: i for i, c in enumerate(self.chars)}
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
+        """Code point -> id, -1 for characters outside the vocabulary."""
+        import numpy as np
+
         codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
-        # code point -> id, -1 for characters outside the vocabulary
-        self._table = np.full(int(codepoints.max()) + 1, -1, dtype=np.int32)
-        self._table[codepoints] = np.arange(len(self.chars), dtype=np.int32)
+        table = np.full(int(codepoints.max()) + 1, -1, dtype=np.int32)
+        table[codepoints] = np.arange(len(self.chars), dtype=np.int32)
+        return table
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
+        import numpy as np
+
         seen: set[int] = set()
         for start in range(0, len(text), _CHUNK_CHARS):
             counts = np.bincount(_codepoints(text[start : start + _CHUNK_CHARS]))
@@ -51,6 +65,8 @@ class CharTokenizer:
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> CharTokenizer:
         """The vocabulary of the code points whose count is not zero."""
+        import numpy as np
+
         return cls(chr(c) for c in np.flatnonzero(counts))
 
     @property
@@ -60,6 +76,8 @@ class CharTokenizer:
     @property
     def id_dtype(self) -> np.dtype:
         """The smallest unsigned type that holds every id: uint8 for up to 256 characters."""
+        import numpy as np
+
         if self.vocab_size <= 1 << 8:
             return np.dtype(np.uint8)
         if self.vocab_size <= 1 << 16:
@@ -71,6 +89,8 @@ class CharTokenizer:
         return self.stoi.get("\n", 0)
 
     def unknown_chars(self, text: str) -> list[str]:
+        if len(text) < 10_000:  # a prompt: no array machinery
+            return sorted({c for c in text if c not in self.stoi})
         unknown: set[str] = set()
         for start in range(0, len(text), _CHUNK_CHARS):
             ids = self._lookup(_codepoints(text[start : start + _CHUNK_CHARS]))
@@ -81,6 +101,8 @@ class CharTokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         """Text -> 1-D array of ids in ``id_dtype``. Raises UnknownCharactersError."""
+        import numpy as np
+
         out = np.empty(len(text), dtype=self.id_dtype)
         for start in range(0, len(text), _CHUNK_CHARS):
             chunk = text[start : start + _CHUNK_CHARS]
@@ -94,6 +116,8 @@ class CharTokenizer:
         """ASCII bytes -> ids. When the ids fit in a byte, `raw` is overwritten with them and
         returned as an array (no second buffer). `counts` (ascii_counts of raw) saves a pass
         when the caller has them. Raises UnknownCharactersError."""
+        import numpy as np
+
         data = np.frombuffer(raw, dtype=np.uint8)
         present = np.flatnonzero(ascii_counts(data) if counts is None else counts)
         unknown = [chr(c) for c in present if chr(c) not in self.stoi]
@@ -120,6 +144,8 @@ class CharTokenizer:
         return "".join(chars[int(i)] for i in ids)
 
     def _lookup(self, codepoints: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         inside = codepoints < len(self._table)
         ids = np.full(len(codepoints), -1, dtype=np.int32)
         ids[inside] = self._table[codepoints[inside]]
@@ -129,6 +155,8 @@ class CharTokenizer:
 def ascii_counts(data: np.ndarray) -> np.ndarray:
     """How often each of the 128 ASCII codes occurs in a uint8 array (counted in chunks, so
     bincount's conversion to machine integers never copies the whole array)."""
+    import numpy as np
+
     counts = np.zeros(128, dtype=np.int64)
     for start in range(0, len(data), _CHUNK_CHARS):
         counts += np.bincount(data[start : start + _CHUNK_CHARS], minlength=128)[:128]
@@ -137,4 +165,6 @@ def ascii_counts(data: np.ndarray) -> np.ndarray:
 
 def _codepoints(text: str) -> np.ndarray:
     # UTF-32 is one fixed-width unit per character, so the bytes are the code points.
+    import numpy as np
+
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
