@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -33,11 +31,13 @@ import torch
 from . import events as ev
 from .checkpoint import save_checkpoint
 from .config import GPTConfig, TrainConfig
+from .control import Requests, RunControl
 from .data import Corpus
 from .device import choose_device, describe_device
 from .flops import flops_per_token
 from .gpt import GPT
 from .history import LossHistory
+from .optim import lr_at, make_optimizer
 from .precision import autocast, choose_precision, grad_scaler
 from .rundir import RunDir
 
@@ -51,13 +51,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class _Requests:
-    evaluate: bool
-    save: bool
-    snapshots: list[Future[GPT]]
-
-
 class _StopNow(Exception):
     """Raised inside an evaluation when a stop was requested, to abandon it."""
 
@@ -69,42 +62,6 @@ class RunResult:
     best_val_loss: float
     best_iter: int
     error: str | None = None
-
-
-def lr_at(it: int, config: TrainConfig) -> float:
-    """Learning rate for step `it`: constant (the seed), or nanoGPT's warmup + cosine decay."""
-    if config.lr_schedule == "constant":
-        if config.warmup_iters and it < config.warmup_iters:
-            return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
-        return config.learning_rate
-    if it < config.warmup_iters:
-        return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
-    if it >= config.max_iters:
-        return config.min_lr
-    ratio = (it - config.warmup_iters) / max(1, config.max_iters - config.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-    return config.min_lr + coeff * (config.learning_rate - config.min_lr)
-
-
-def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
-    # As nanoGPT: weight decay on matrices and embeddings, none on biases and LayerNorm gains.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused implementation (one kernel for all parameters, CPU and CUDA) computes the same
-    # update as the default for-each one; on the cpu preset's small model it saves ~2 ms a step.
-    # Where this PyTorch has no fused kernel for the device, the for-each one.
-    device = next(model.parameters()).device
-    settings: dict[str, Any] = {"lr": config.learning_rate, "betas": (config.beta1, config.beta2)}
-    if device.type in ("cpu", "cuda"):
-        try:
-            return torch.optim.AdamW(groups, **settings, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            pass
-    return torch.optim.AdamW(groups, **settings)
 
 
 class Trainer:
@@ -178,16 +135,7 @@ class Trainer:
             if run_dir is not None and run_dir.ckpt_path.exists():
                 self._last_saved_iter = self.iter
 
-        self._pause = threading.Event()
-        self._stop = threading.Event()
-        self._save_requested = threading.Event()
-        self._eval_requested = threading.Event()
-        self._wake = threading.Event()
-        self._snapshots: queue.SimpleQueue[Future[GPT]] = queue.SimpleQueue()
-        self._running = threading.Lock()  # held by run()
-        self._controls = threading.Lock()  # guards _looping; see _submit
-        self._looping = False  # the loop takes the controls' requests (else their caller does them)
-        self._run_thread: int | None = None  # the thread in run(), while it is there
+        self.control = RunControl()  # pause, stop, and requests from other threads
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
@@ -200,39 +148,39 @@ class Trainer:
 
     @property
     def paused(self) -> bool:
-        return self._pause.is_set()
+        return self.control.pause.is_set()
 
     def pause(self) -> None:
-        self._pause.set()
-        self._wake.set()
+        self.control.pause.set()
+        self.control.wake.set()
 
     def resume(self) -> bool:
         """Resume a paused loop. Refused (False) after the loss diverged: those weights are broken."""
         if self.diverged is not None:
             return False
-        self._pause.clear()
-        self._wake.set()
+        self.control.pause.clear()
+        self.control.wake.set()
         return True
 
     def request_save(self) -> None:
         """Save ckpt.pt at the next step boundary; at once (in this thread) when not training."""
-        self._submit(self._save_requested.set, lambda: self._save(self.iter, "request"))
+        self.control.ask(self.control.save.set, lambda: self._save(self.iter, "request"))
 
     def request_eval(self) -> None:
         """Evaluate at the next step boundary; at once (in this thread) when not training."""
-        self._submit(self._eval_requested.set, lambda: self._evaluate_and_save(self.iter, save=False))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.control.ask(self.control.evaluate.set, lambda: self._evaluate_and_save(self.iter, save=False))
 
     def hint(self, message: str) -> None:
         """Pass advice on to every listener as a Hint event. For listeners (the loop's thread)."""
         self._emit(ev.Hint(self.iter, self._time_s(), message))
 
+    def stop(self) -> None:
+        self.control.stop.set()
+        self.control.wake.set()
+
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self.control.stop.is_set()
 
     def snapshot(self) -> Future[GPT]:
         """A copy of the model as it is now (eval mode), taken between steps.
@@ -242,68 +190,32 @@ class Trainer:
         the loop is not running: never left unanswered. A cancelled future is skipped.
         """
         future: Future[GPT] = Future()
-        self._submit(lambda: self._snapshots.put(future), lambda: self._answer_snapshot(future))
+        self.control.ask(lambda: self.control.snapshots.put(future), lambda: self._answer_snapshot(future))
         return future
 
     def wait_until_idle(self, timeout: float) -> bool:
         """Wait for a running loop to end (after stop(), say). True if it is not running now."""
-        if not self._running.acquire(timeout=timeout):
-            return False
-        self._running.release()
-        return True
-
-    def _submit(self, enqueue: Callable[[], object], do_now: Callable[[], object]) -> None:
-        """A control's one owner. While the loop runs: the loop (enqueue, and wake it; it acts
-        at the next step boundary, or in its last look at the requests as it ends). Otherwise:
-        the caller, now, holding the run lock, so that a run() cannot start under it; or, for a
-        listener of a run's last events, the run's own thread. Never under the controls lock,
-        which only guards the switch between the two: work emits events, and a listener may ask
-        for more."""
-        while True:
-            with self._controls:
-                if self._looping:
-                    enqueue()
-                    self._wake.set()
-                    return
-                in_run_thread = self._run_thread == threading.get_ident()
-                took = not in_run_thread and self._running.acquire(blocking=False)
-            if in_run_thread:
-                do_now()
-                return
-            if took:
-                try:
-                    do_now()
-                finally:
-                    self._running.release()
-                return
-            time.sleep(0.01)  # run() is starting or ending: it takes requests, or lets go, soon
+        return self.control.wait_until_idle(timeout)
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
-        with self._running:
-            self._run_thread = threading.get_ident()
-            try:
-                return self._run()
-            finally:
-                self._run_thread = None
+        with self.control.run():
+            return self._run()
 
     def _run(self) -> RunResult:
-        with self._controls:
-            self._looping = True
         self._t0 = time.perf_counter()
         failure: Exception | None = None
         try:
-            self._emit(self._started_event())
-            if self.precision.warning:  # once, at the start: bfloat16 emulated, say
-                self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
-            stopped = self._loop()
+            with self.control.loop():  # requests queue for the loop inside; whoever asks does them after
+                self._emit(self._started_event())
+                if self.precision.warning:  # once, at the start: bfloat16 emulated, say
+                    self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
+                stopped = self._loop()
         except Exception as exc:  # reported as an event; the caller decides what to do
             failure = exc
         finally:
-            with self._controls:  # from here on, requests are done by whoever asks (see _submit)
-                self._looping = False
-                last = self._take_requests()
-            self._serve_snapshots(last.snapshots)
+            self._serve_snapshots(self.control.last.snapshots)
+        last = self.control.last
         if failure is not None:
             # what was asked for as it failed, but snapshots: not on weights an error left mid-step
             try:
@@ -346,9 +258,9 @@ class Trainer:
             if it >= cfg.max_iters:
                 self._flush_steps()
                 return False
-            if self._pause.is_set():
+            if self.control.pause.is_set():
                 self._wait_while_paused(it)
-            if self._stop.is_set():
+            if self.control.stop.is_set():
                 return self._stop_and_save()
             self.train_step(it)
             self.iter = it + 1
@@ -415,7 +327,7 @@ class Trainer:
             raise TrainingDiverged(self.diverged)
         self.diverged = f"{what}; training is held and these weights will not be saved; {self.kept_checkpoint()}"
         kept = self._kept_path()
-        self._pause.set()
+        self.control.pause.set()
         self._emit(ev.Diverged(self.iter, self._time_s(), self.diverged, str(kept) if kept else None,
                                self._last_saved_iter))
 
@@ -435,7 +347,7 @@ class Trainer:
             for s, split in enumerate(("train", "val")):
                 losses = torch.zeros(cfg.eval_iters)
                 for k in range(cfg.eval_iters):
-                    if self._stop.is_set():
+                    if self.control.stop.is_set():
                         self.eval_gen.set_state(eval_gen_state)
                         raise _StopNow
                     x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen)
@@ -510,28 +422,25 @@ class Trainer:
         self._flush_steps()
         self._emit(ev.Paused(it, self._time_s()))
         paused_at = time.perf_counter()
-        while self._pause.is_set() and not self._stop.is_set():
-            self._wake.wait(timeout=1.0)
-            self._wake.clear()
+        while self.control.pause.is_set() and not self.control.stop.is_set():
+            self.control.wake.wait(timeout=1.0)
+            self.control.wake.clear()
             if not self._serve_requests(it):
                 break
         # time spent paused is not training time
         self._t0 += time.perf_counter() - paused_at
-        if not self._stop.is_set():
+        if not self.control.stop.is_set():
             self._emit(ev.Resumed(it, self._time_s()))
 
     def _serve_requests(self, it: int, evaluated: bool = False) -> bool:
         """Act on the evaluate, save and snapshot requests made since the last step.
         Returns False if a stop request abandoned the evaluation."""
-        if self._eval_requested.is_set() and not evaluated:
-            self._eval_requested.clear()
-            if not self._evaluate_and_save(it, save=False):
-                return False
-        if self._save_requested.is_set():
-            self._save_requested.clear()
+        requests = self.control.take(evaluate=not evaluated)  # just evaluated: a requested one waits
+        abandoned = requests.evaluate and not self._evaluate_and_save(it, save=False)
+        if requests.save and not abandoned:  # (abandoned: the stop's own save comes next)
             self._save(it, "request")
-        self._serve_snapshots()
-        return True
+        self._serve_snapshots(requests.snapshots)
+        return not abandoned
 
     def _stop_and_save(self) -> bool:
         self._flush_steps()
@@ -651,20 +560,9 @@ class Trainer:
             p.requires_grad_(False)
         return model
 
-    def _serve_snapshots(self, futures: list[Future[GPT]] | None = None) -> None:
-        """Answer the snapshot requests queued (or those given)."""
-        if futures is None:
-            futures = self._drain_snapshots()
+    def _serve_snapshots(self, futures: list[Future[GPT]]) -> None:
         for future in futures:
             self._answer_snapshot(future)
-
-    def _drain_snapshots(self) -> list[Future[GPT]]:
-        futures = []
-        while True:
-            try:
-                futures.append(self._snapshots.get_nowait())
-            except queue.Empty:
-                return futures
 
     def _answer_snapshot(self, future: Future[GPT]) -> None:
         if not future.set_running_or_notify_cancel():
@@ -674,18 +572,11 @@ class Trainer:
         except Exception as exc:  # out of memory, say: the caller hears of it rather than waits
             future.set_exception(exc)
 
-    def _take_requests(self) -> _Requests:
-        """The requests not yet acted on, taken (under the controls lock, at the loop's end)."""
-        evaluate, save = self._eval_requested.is_set(), self._save_requested.is_set()
-        self._eval_requested.clear()
-        self._save_requested.clear()
-        return _Requests(evaluate, save, self._drain_snapshots())
-
-    def _serve_last_requests(self, last: _Requests) -> None:
+    def _serve_last_requests(self, last: Requests) -> None:
         """At the loop's end: what was asked for while it ended. An evaluation is done unless a
         stop ended the run; a save always (snapshots were answered already)."""
         try:
-            if last.evaluate and not self._stop.is_set():
+            if last.evaluate and not self.control.stop.is_set():
                 self._evaluate_and_save(self.iter, save=False)
             if last.save:
                 self._save(self.iter, "request")
