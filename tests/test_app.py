@@ -73,6 +73,16 @@ def rendered(widget: object) -> str:
     return console.export_text()
 
 
+async def open_prompt(pilot: Pilot, app: ChargptApp) -> GenerateScreen:
+    """Once training is under way: g, and the generation prompt it opens."""
+    await wait_for(pilot, lambda: app.progress.iter >= 2)
+    await pilot.press("g")
+    await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
+    screen = app.screen
+    assert isinstance(screen, GenerateScreen)
+    return screen
+
+
 def logged(app: ChargptApp, text: str) -> bool:
     """Whether the messages panel shows text, wherever its word wrap broke the lines (a wrap
     takes the space it breaks at, so spaces are left out of the comparison)."""
@@ -137,11 +147,7 @@ async def test_s_writes_a_checkpoint_that_loads(dashboard: Dashboard, tmp_path: 
 async def test_g_streams_generated_text_into_the_modal(dashboard: Dashboard, corpus: Corpus) -> None:
     app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.progress.iter >= 2)
-        await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
-        screen = app.screen
-        assert isinstance(screen, GenerateScreen)
+        screen = await open_prompt(pilot, app)
         await pilot.press("T", "h", "e", " ")
         screen.query_one("#max-tokens", Input).value = "40"
         screen.query_one("#prompt", Input).focus()
@@ -181,11 +187,7 @@ async def test_escape_stops_a_generation_in_progress(dashboard: Dashboard, monke
     monkeypatch.setattr(GPT, "generate_stream", counted)
     app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.progress.iter >= 2)
-        await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen))
-        screen = app.screen
-        assert isinstance(screen, GenerateScreen)
+        screen = await open_prompt(pilot, app)
         screen.query_one("#max-tokens", Input).value = "1000000"  # minutes of text
         screen.query_one("#prompt", Input).focus()
         await pilot.press("enter")
