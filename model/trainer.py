@@ -217,7 +217,8 @@ class Trainer:
             self._serve_snapshots(self.control.last.snapshots)
         last = self.control.last
         if failure is not None:
-            # what was asked for as it failed, but snapshots: not on weights an error left mid-step
+            # an evaluation or save asked for as it failed is not done: the error may have left
+            # the weights mid-step (snapshots were answered above)
             try:
                 self._flush_steps()
             except TrainingDiverged:
