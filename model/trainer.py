@@ -10,9 +10,10 @@ never prints and never waits on a listener: step events are batched to a few per
 
 Iteration numbering: ``iter`` counts the steps done. At each iteration the loop first does what
 is due there (evaluation at 0, every eval_interval and at max_iters; a sample every
-sample_interval; a checkpoint after each evaluation), then one step. A checkpoint taken at
-iteration N therefore holds everything due at N, and a run resumed from it starts with step N,
-computing what the uninterrupted run would have.
+sample_interval; a checkpoint after each evaluation, once that step's sample is taken too), then
+one step. A checkpoint taken at iteration N therefore holds everything due at N, and a run
+resumed from it starts with step N, computing what the uninterrupted run would have: the same
+losses and, with the sample generator's state saved after the sample, the same later samples.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class Trainer:
 
     def request_eval(self) -> None:
         """Evaluate at the next step boundary; at once (in this thread) when not training."""
-        self.control.ask(self.control.evaluate.set, lambda: self._evaluate_and_save(self.iter, save=False))
+        self.control.ask(self.control.evaluate.set, lambda: self._requested_evaluation(self.iter))
 
     def hint(self, message: str) -> None:
         """Pass advice on to every listener as a Hint event. For listeners (the loop's thread)."""
@@ -244,8 +245,11 @@ class Trainer:
             # unless a stop abandoned it (then the checkpoint says so)
             skip_due = it == start and self._due_done
             evaluated = False
+            best: bool | None = None  # a scheduled evaluation's checkpoint: written after the sample
             if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not skip_due:
-                if not self._evaluate_and_save(it, save=True):
+                try:
+                    best = self._evaluate(it)
+                except _StopNow:
                     return self._stop_and_save()  # due_done stays False: a resumed run evaluates here
                 evaluated = True
             if (it % cfg.sample_interval == 0 or it == cfg.max_iters) and it > 0 and not skip_due:
@@ -254,6 +258,8 @@ class Trainer:
                 self._sample(it, self.early_sample_gen)
                 self._early_sampled = True
             self._due_done = True
+            if best is not None:  # ckpt.pt (and best.pt) with everything due at `it` done
+                self._save(it, "eval", best=best)
             if not self._serve_requests(it, evaluated):
                 return self._stop_and_save()
             if it >= cfg.max_iters:
@@ -364,28 +370,30 @@ class Trainer:
             self.model.train()
         return out
 
-    def _evaluate_and_save(self, it: int, save: bool) -> bool:
-        """Evaluate; on a scheduled evaluation also save ckpt.pt (and best.pt if it is the best).
-        Returns False if a stop request abandoned the evaluation."""
+    def _evaluate(self, it: int) -> bool | None:
+        """Evaluate and report it. Returns whether it is the best so far, None when there was
+        nothing to evaluate (broken weights); raises _StopNow if a stop abandoned it."""
         self._flush_steps()
         if self.diverged is not None:  # nothing to learn from evaluating broken weights
-            return True
-        try:
-            losses = self.estimate_loss(it)
-        except _StopNow:
-            return False
+            return None
+        losses = self.estimate_loss(it)
         train_loss, val_loss = losses["train"], losses["val"]
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             self._diverge(f"the evaluation loss became {val_loss} at step {it}")
-            return True
+            return None
         is_best = val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss, self.best_iter = val_loss, it
         self.eval_history.append((it, train_loss, val_loss))
         self._emit(ev.EvalDone(it, self._time_s(), train_loss, val_loss, self.best_val_loss, self.best_iter, is_best))
-        if save:  # a scheduled evaluation: what is due at `it` is done, as the checkpoint says
-            self._due_done = True
-            self._save(it, "eval", best=is_best)
+        return is_best
+
+    def _requested_evaluation(self, it: int) -> bool:
+        """An evaluation asked for (no checkpoint of its own). False if a stop abandoned it."""
+        try:
+            self._evaluate(it)
+        except _StopNow:
+            return False
         return True
 
     def _early_sample_due(self, it: int) -> bool:
@@ -437,7 +445,7 @@ class Trainer:
         """Act on the evaluate, save and snapshot requests made since the last step.
         Returns False if a stop request abandoned the evaluation."""
         requests = self.control.take(evaluate=not evaluated)  # just evaluated: a requested one waits
-        abandoned = requests.evaluate and not self._evaluate_and_save(it, save=False)
+        abandoned = requests.evaluate and not self._requested_evaluation(it)
         if requests.save and not abandoned:  # (abandoned: the stop's own save comes next)
             self._save(it, "request")
         self._serve_snapshots(requests.snapshots)
@@ -578,7 +586,7 @@ class Trainer:
         stop ended the run; a save always (snapshots were answered already)."""
         try:
             if last.evaluate and not self.control.stop.is_set():
-                self._evaluate_and_save(self.iter, save=False)
+                self._requested_evaluation(self.iter)
             if last.save:
                 self._save(self.iter, "request")
         except Exception as exc:  # the run's own ending (finished, failed) is what to report

@@ -88,6 +88,9 @@ def test_resume_continues_the_iteration_count_and_matches_one_run(corpus: Corpus
     # no repeated evaluation at 10, and steps 11..20 exactly as in the uninterrupted run
     assert [e.iter for e in after if isinstance(e, ev.EvalDone)] == [20]
     assert steps_of(after) == steps_of(straight)[10:]
+    # and the same sample at 20: the checkpoint at 10 was written after that step's sample
+    texts = {e.iter: e.text for e in straight if isinstance(e, ev.SampleGenerated)}
+    assert [(e.iter, e.text) for e in after if isinstance(e, ev.SampleGenerated)] == [(20, texts[20])]
 
 
 def test_lr_schedules() -> None:
