@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.rundir import RunDirError
+from model.rundir import RunDirError, process_exists
 
 LOCK_NAME = ".lock"
 SERVER_NAME = "server.json"
@@ -157,7 +157,7 @@ def remove_dead_sockets(runtime: Path) -> None:
     again). Named <pid>-<random>.sock; one whose pid lives, or that still answers, stays."""
     for sock in runtime.glob("*.sock"):
         pid = sock.name.split("-", 1)[0]
-        if not pid.isdigit() or _process_exists(int(pid)) or _answers(sock):
+        if not pid.isdigit() or process_exists(int(pid)) or _answers(sock):
             continue
         try:
             sock.unlink()
@@ -174,14 +174,4 @@ def _answers(sock: Path) -> bool:
         return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     finally:
         probe.close()
-    return True
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
     return True

@@ -33,6 +33,7 @@ import torch
 from .config import GPTConfig, TrainConfig
 from .errors import CheckpointError
 from .gpt import GPT
+from .rundir import process_exists
 from .tokenizer import CharTokenizer
 
 FORMAT = "chargpt-tui checkpoint"
@@ -121,7 +122,7 @@ def remove_stale_temporaries(folder: PathLike) -> list[Path]:
     removed = []
     for tmp in Path(folder).glob(".*.pt.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _process_exists(int(pid))):
+        if not pid.isdigit() or (int(pid) != os.getpid() and process_exists(int(pid))):
             continue
         try:
             tmp.unlink()
@@ -129,16 +130,6 @@ def remove_stale_temporaries(folder: PathLike) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or we cannot tell: leave its file alone
-    return True
 
 
 def _fsync_dir(folder: Path) -> None:

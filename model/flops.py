@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .config import GPTConfig
-
-_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+from .linear import Linear
+from .precision import autocast, torch_dtype
 
 
 def flops_per_token(config: GPTConfig, n_params: int) -> float:
@@ -74,12 +74,11 @@ def peak_flops(
 def measure_matmul_flops(device: torch.device, dtype: str, size: int = 1024, repeats: int = 12) -> float:
     """The best rate of `repeats` size x size matmuls: the best run, not the mean, because other
     work on the machine (the app starting up, say) only ever makes a run slower."""
-    torch_dtype = _TORCH_DTYPES.get(dtype, torch.float32)
     # A generator of its own: drawing from torch's global one would change the dropout masks
     # of the training that follows, so a run would depend on whether this was measured.
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
-    b = torch.randn(size, size, device=device, dtype=torch_dtype, generator=generator)
+    a = torch.randn(size, size, device=device, dtype=torch_dtype(dtype), generator=generator)
+    b = torch.randn(size, size, device=device, dtype=torch_dtype(dtype), generator=generator)
     return 2.0 * size**3 / _best_time(lambda: a @ b, device, repeats)
 
 
@@ -88,9 +87,6 @@ def measure_linear_flops(
 ) -> float:
     """The best rate of the model's Linear layer on (rows, n_in) inputs, in the training dtype
     (autocast below float32), forward only: the product the model's matmuls run at."""
-    from .linear import Linear
-    from .precision import autocast
-
     generator = torch.Generator(device=device).manual_seed(0)
     layer = torch.nn.utils.skip_init(Linear, n_in, n_out, device=device)  # no draws from the global generator
     with torch.no_grad():

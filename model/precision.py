@@ -80,6 +80,11 @@ def check_dtype(requested: str, device: torch.device) -> None:
     choose_precision(requested, device)
 
 
+def torch_dtype(dtype: str) -> torch.dtype:
+    """float32, bfloat16 or float16 as PyTorch's dtype."""
+    return _TORCH_DTYPES.get(dtype, torch.float32)
+
+
 def autocast(device: torch.device, dtype: str) -> AbstractContextManager[object]:
     """Mixed precision for the forward pass in bfloat16 or float16; a no-op for float32."""
     if dtype in _TORCH_DTYPES:

@@ -14,6 +14,18 @@ from typing import Any, TextIO
 from .events import EvalProgress, EvalStarted, Event, StepsDone
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid is alive. Someone else's, or one we cannot tell about,
+    counts as alive: what it left (a temporary file, a socket) is not ours to remove."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class RunDirError(ValueError):
     """The run directory cannot be used. The message is one line meant for the user."""
 
