@@ -258,7 +258,7 @@ class ChargptApp(App[int]):
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
         self.progress.running = self.live
         if e.step_history:
-            self.chart.add_steps([p[0] for p in e.step_history], [p[1] for p in e.step_history])
+            self.chart.load_steps([p[0] for p in e.step_history], [p[1] for p in e.step_history])
         for it, train_loss, val_loss in e.eval_history:
             self.chart.add_eval(int(it), train_loss, val_loss)
         where = f" in {e.out_dir}" if e.out_dir else ""

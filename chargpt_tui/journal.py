@@ -54,7 +54,7 @@ class RunJournal:
         if not event.resumed or event.step_history or event.eval_history or self.started is None:
             # a new run starts from nothing; a resumed one has its history from the checkpoint
             self.steps = LossHistory(max_points=4000)
-            self.steps.extend((p[0] for p in event.step_history), (p[1] for p in event.step_history))
+            self.steps.load((p[0] for p in event.step_history), (p[1] for p in event.step_history))
             self.evals = [(int(i), t, v) for i, t, v in event.eval_history]
         else:
             # read back from metrics.jsonl, where a start line has no history: what was logged

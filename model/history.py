@@ -1,12 +1,18 @@
 """Bounded loss history for charts and checkpoints.
 
-A run of 100,000 steps must not keep 100,000 points in memory or in every checkpoint. When the
-history is full, neighbouring points are merged in pairs (their mean iteration and mean loss),
-so old stretches are kept at a coarser resolution and recent steps at full resolution.
+A run of 100,000 steps must not keep 100,000 points in memory or in every checkpoint, and its
+chart must still show the whole run. Every `stride` consecutive steps are kept as one point (their
+mean iteration and mean loss); when there are more than max_points, neighbouring points are merged
+in pairs and the stride doubles. So the whole run is kept at one resolution, between max_points/2
+and max_points points, and the newest steps, not yet a whole point, are shown as one more.
+
+(It used to merge only the older half, in unweighted pairs: each merge pulled the oldest point
+towards newer iterations, and after 100,000 steps the history began at step 93,000.)
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 
 
@@ -15,42 +21,100 @@ class LossHistory:
         if max_points < 2:
             raise ValueError("max_points must be at least 2")
         self.max_points = max_points
-        self.iters: list[float] = []
-        self.losses: list[float] = []
+        self.stride = 1  # steps a point stands for
+        self._iters: list[float] = []  # whole points
+        self._losses: list[float] = []
+        self._sum_iter = self._sum_loss = 0.0  # the steps of the point being filled
+        self._count = 0
 
+    # ---- adding ------------------------------------------------------------------------------
     def extend(self, iters: Iterable[float], losses: Iterable[float]) -> None:
-        """Append points, merging whenever there are more than max_points: the same as adding
-        them one at a time, a slice at a time (a viewer reads a long run's 100,000 at once)."""
-        new = [(float(it), float(loss)) for it, loss in zip(iters, losses)]
-        pos = 0
-        while pos < len(new):
-            room = max(1, self.max_points + 1 - len(self.iters))  # points until the next merge
-            taken = new[pos : pos + room]
-            self.iters += [it for it, _ in taken]
-            self.losses += [loss for _, loss in taken]
-            pos += len(taken)
-            if len(self.iters) > self.max_points:
-                self._halve_older()
+        """Append steps, a slice at a time (a viewer reads a long run's 100,000 at once)."""
+        its = [float(it) for it in iters]
+        ls = [float(loss) for loss in losses]
+        n, pos = min(len(its), len(ls)), 0
+        while pos < n:
+            s = self.stride
+            take = min(s - self._count, n - pos)
+            self._sum_iter += sum(its[pos:pos + take])
+            self._sum_loss += sum(ls[pos:pos + take])
+            self._count += take
+            pos += take
+            if self._count < s:
+                break
+            self._iters.append(self._sum_iter / s)
+            self._losses.append(self._sum_loss / s)
+            self._sum_iter = self._sum_loss = 0.0
+            self._count = 0
+            whole = min((n - pos) // s, self.max_points - len(self._iters))  # whole points at once
+            if whole > 0:
+                ends = range(pos + s, pos + (whole + 1) * s, s)
+                self._iters += [sum(its[end - s:end]) / s for end in ends]
+                self._losses += [sum(ls[end - s:end]) / s for end in ends]
+                pos += whole * s
+            if len(self._iters) > self.max_points:
+                self._merge()
 
-    def _halve_older(self) -> None:
-        # Merge pairs in the older half; the newer half keeps full resolution.
-        half = len(self.iters) // 2
-        half -= half % 2
-        old_i, old_l = self.iters[:half], self.losses[:half]
-        merged_i = [(old_i[k] + old_i[k + 1]) / 2 for k in range(0, half, 2)]
-        merged_l = [(old_l[k] + old_l[k + 1]) / 2 for k in range(0, half, 2)]
-        self.iters = merged_i + self.iters[half:]
-        self.losses = merged_l + self.losses[half:]
+    def _merge(self) -> None:
+        """Pairs become points of twice the stride; an odd last point goes back to being filled."""
+        s = self.stride
+        if len(self._iters) % 2:
+            self._sum_iter, self._sum_loss, self._count = self._iters.pop() * s, self._losses.pop() * s, s
+        self._iters = [(a + b) / 2 for a, b in zip(self._iters[::2], self._iters[1::2])]
+        self._losses = [(a + b) / 2 for a, b in zip(self._losses[::2], self._losses[1::2])]
+        self.stride = 2 * s
 
-    def __len__(self) -> int:
-        return len(self.iters)
-
-    def pairs(self) -> tuple[tuple[float, float], ...]:
-        return tuple(zip(self.iters, self.losses))
+    def load(self, iters: Iterable[float], losses: Iterable[float]) -> None:
+        """Take over a history another LossHistory made (a checkpoint's, or the one a viewer is sent):
+        its stride and its last, partly filled point are worked out from the spacing of its points,
+        so the steps that follow are added as they would have been to the original."""
+        its = [float(it) for it in iters]
+        ls = [float(loss) for loss in losses]
+        self.__init__(self.max_points)  # type: ignore[misc]
+        if len(its) < 3:
+            self.extend(its, ls)
+            return
+        gaps = [b - a for a, b in zip(its[:-2], its[1:-1])]
+        self.stride = max(1, round(statistics.median(gaps)))
+        self._iters, self._losses = its[:-1], ls[:-1]
+        # a last point of n steps after a whole one: their means are (n + 1) / 2 + (stride - 1) / 2 apart
+        last = round(2 * (its[-1] - its[-2]) - self.stride)
+        self._count = min(self.stride, max(1, last))
+        self._sum_iter, self._sum_loss = its[-1] * self._count, ls[-1] * self._count
+        if self._count == self.stride:  # whole: kept as such
+            self._iters.append(its[-1])
+            self._losses.append(ls[-1])
+            self._sum_iter = self._sum_loss = 0.0
+            self._count = 0
+        while len(self._iters) > self.max_points:
+            self._merge()
 
     def truncate_after(self, it: float) -> None:
         """Forget the points after iteration `it` (a run resumed from an earlier checkpoint)."""
-        keep = len(self.iters)
-        while keep and self.iters[keep - 1] > it:
+        if self._count and self._sum_iter / self._count > it:
+            self._sum_iter = self._sum_loss = 0.0
+            self._count = 0
+        keep = len(self._iters)
+        while keep and self._iters[keep - 1] > it:
             keep -= 1
-        del self.iters[keep:], self.losses[keep:]
+        del self._iters[keep:], self._losses[keep:]
+
+    # ---- reading -----------------------------------------------------------------------------
+    @property
+    def iters(self) -> list[float]:
+        return self._iters + [self._sum_iter / self._count] if self._count else list(self._iters)
+
+    @property
+    def losses(self) -> list[float]:
+        return self._losses + [self._sum_loss / self._count] if self._count else list(self._losses)
+
+    @property
+    def steps(self) -> int:
+        """How many steps the points stand for (about: a loaded history's are worked out)."""
+        return len(self._iters) * self.stride + self._count
+
+    def __len__(self) -> int:
+        return len(self._iters) + (1 if self._count else 0)
+
+    def pairs(self) -> tuple[tuple[float, float], ...]:
+        return tuple(zip(self.iters, self.losses))

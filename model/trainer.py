@@ -554,7 +554,7 @@ class Trainer:
                     pass
         history = state.get("history", {})
         if "step_iters" in history:
-            self.step_history.extend(history["step_iters"].tolist(), history["step_losses"].tolist())
+            self.step_history.load(history["step_iters"].tolist(), history["step_losses"].tolist())
         if "evals" in history:
             self.eval_history = [(int(i), float(t), float(v)) for i, t, v in history["evals"].tolist()]
 

@@ -9,34 +9,80 @@ import pytest
 from model.history import LossHistory
 
 
-def one_at_a_time(history: LossHistory, iters: list[int], losses: list[float]) -> None:
-    for it, loss in zip(iters, losses):
-        history.iters.append(float(it))
-        history.losses.append(float(loss))
-        if len(history.iters) > history.max_points:
-            history._halve_older()
+def one_step_at_a_time(max_points: int, iters: list[int], losses: list[float]) -> list[tuple[float, float]]:
+    """The rule written plainly: every `stride` steps one point; too many points: pairs merge."""
+    stride, points, bucket = 1, [], []
+    for step in zip(iters, losses):
+        bucket.append(step)
+        if len(bucket) == stride:
+            points.append((sum(i for i, _ in bucket) / stride, sum(x for _, x in bucket) / stride))
+            bucket = []
+            if len(points) > max_points:
+                if len(points) % 2:
+                    odd = points.pop()
+                    bucket = [odd] * stride  # the same sums as the steps it stood for
+                points = [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in zip(points[::2], points[1::2])]
+                stride *= 2
+    if bucket:
+        points.append((sum(i for i, _ in bucket) / len(bucket), sum(x for _, x in bucket) / len(bucket)))
+    return points
 
 
-@pytest.mark.parametrize("max_points", [3, 10, 4000])
-def test_extending_by_slices_equals_adding_one_point_at_a_time(max_points: int) -> None:
+@pytest.mark.parametrize("max_points", [3, 10, 400])
+def test_extending_by_slices_follows_the_rule_step_by_step(max_points: int) -> None:
     rng = random.Random(max_points)
-    fast, slow = LossHistory(max_points), LossHistory(max_points)
+    history, iters, losses = LossHistory(max_points), [], []
     start = 0
     for _ in range(15):
         n = rng.randint(0, 3000)
-        iters = list(range(start, start + n))
-        losses = [rng.random() for _ in iters]
+        new = list(range(start, start + n))
         start += n
-        fast.extend(iters, losses)
-        one_at_a_time(slow, iters, losses)
-        assert fast.iters == slow.iters and fast.losses == slow.losses
-        assert len(fast) <= max_points
+        new_losses = [rng.random() for _ in new]
+        history.extend(new, new_losses)
+        iters += new
+        losses += new_losses
+        expected = one_step_at_a_time(max_points, iters, losses)
+        assert len(history) == len(expected) <= max_points + 1
+        assert history.iters == pytest.approx([p[0] for p in expected])
+        assert history.losses == pytest.approx([p[1] for p in expected])
 
 
-def test_old_points_are_merged_and_recent_ones_kept() -> None:
+def test_a_long_run_is_kept_whole_at_one_resolution() -> None:
+    # It used to keep recent steps whole and merge older ones in unweighted pairs: after 100,000
+    # steps the history began at step 93,535 and a long run's chart showed only its end.
+    history = LossHistory(max_points=4000)
+    history.extend(range(100_000), [float(i) for i in range(100_000)])
+    assert 2000 <= len(history) <= 4001
+    s = history.stride
+    assert history.iters[0] == (s - 1) / 2  # the first point: the mean of steps 0 .. stride-1
+    gaps = {b - a for a, b in zip(history.iters[:-2], history.iters[1:-1])}
+    assert gaps == {float(s)}
+    assert history.iters[-1] > 100_000 - s and history.steps == 100_000
+    assert history.losses == history.iters  # the loss here is the step: means of the same steps
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5, 4001, 10_007, 12_288])
+def test_a_loaded_history_goes_on_as_the_original(steps: int) -> None:
+    """A checkpoint or a viewer has only the points: the stride and the part-filled last point
+    are worked out from them, so a resumed run's history is the uninterrupted run's."""
+    rng = random.Random(steps)
+    original = LossHistory(max_points=1000)
+    original.extend(range(steps), [rng.random() for _ in range(steps)])
+    loaded = LossHistory(max_points=1000)
+    loaded.load(original.iters, original.losses)
+    assert loaded.iters == pytest.approx(original.iters) and loaded.losses == pytest.approx(original.losses)
+    assert loaded.stride == original.stride
+    more = list(range(steps, steps + 5000))
+    more_losses = [rng.random() for _ in more]
+    original.extend(more, more_losses)
+    loaded.extend(more, more_losses)
+    assert loaded.iters == pytest.approx(original.iters) and loaded.losses == pytest.approx(original.losses)
+
+
+def test_truncating_forgets_the_points_after_a_step() -> None:
     history = LossHistory(max_points=100)
     history.extend(range(1, 1001), [float(i) for i in range(1, 1001)])
-    assert len(history) <= 100 and history.iters[-1] == 1000.0 and history.iters[-2] == 999.0
-    assert history.iters == sorted(history.iters)
     history.truncate_after(900)
-    assert history.iters[-1] <= 900
+    assert history.iters[-1] <= 900 and history.iters == sorted(history.iters)
+    history.extend(range(901, 951), [1.0] * 50)
+    assert history.iters[-1] > 900
