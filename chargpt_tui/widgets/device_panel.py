@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
 from chargpt_tui.format import short_device_name, si
+from chargpt_tui.widgets.rows import label_rows
 
 
 class DevicePanel(Widget):
-    """Repaints at most once a second, and only when its text changed: each repaint is a Rich
-    table laid out again, and a viewer's every millisecond of CPU is one taken from training."""
+    """Repaints at most once a second, and only when its text changed: a viewer's every
+    millisecond of CPU is one taken from training."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -55,16 +55,14 @@ class DevicePanel(Widget):
             self.memory = memory
             self._stale = True
 
-    def render(self) -> Table:
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="dim", no_wrap=True, min_width=6)
-        table.add_column(no_wrap=True, overflow="ellipsis")
-        table.add_row("device", Text(self.device_name, overflow="ellipsis", no_wrap=True))
-        table.add_row("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p))
-        table.add_row("torch", f"{self.torch_version} · {self.threads} threads" if self.torch_version else "")
-        table.add_row("memory", self.memory)
+    def render(self) -> Text:
         speed = f"{si(self.tokens_per_s)} tok/s · {self.ms_per_step:.0f} ms/step" if self.ms_per_step else ""
-        table.add_row("speed", speed)
         mfu = self._mfu_text()
-        table.add_row("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu)
-        return table
+        return label_rows([
+            ("device", self.device_name),
+            ("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p)),
+            ("torch", f"{self.torch_version} · {self.threads} threads" if self.torch_version else ""),
+            ("memory", self.memory),
+            ("speed", speed),
+            ("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu),
+        ], label_width=6)

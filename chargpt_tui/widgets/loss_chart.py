@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
+from rich.console import Console, ConsoleOptions, RenderResult as RichRenderResult
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
@@ -33,10 +38,11 @@ class LossChart(PlotextPlot):
     `max_wait_s`.
 
     Building the plot (plotext, pure Python) and painting it are most of what a dashboard costs,
-    about 30 ms a redraw at 120x40, and on a 2-core machine that time is taken from training, once
-    for each viewer attached. Measured on one viewer early in a run at the seed's settings (a step
-    every 0.85 s, so every redraw has new points): 40 ms of CPU a second redrawing once a second,
-    25 ms redrawing every 2 seconds.
+    and on a 2-core machine that time is taken from training, once for each viewer attached. A
+    redraw at 120x40 took about 25 ms of CPU early in a run; 14 ms since the cells are read from
+    plotext's grid (not encoded as ANSI text and decoded again) and the raw losses are dots
+    rather than joined lines. A viewer early in a run at the seed's settings (a step a second,
+    so every redraw has new points) costs 12 ms of CPU a second, down from 18.
     """
 
     def __init__(self, redraw_interval_s: float = 2.0, max_wait_s: float = 10.0, **kwargs: object) -> None:
@@ -68,6 +74,15 @@ class LossChart(PlotextPlot):
         self.smooth.extend((i for i, _ in finite), (self._smoother.add(x) for _, x in finite))
         self._new_steps += len(finite)
 
+    def load_steps(self, iters: list[float], losses: list[float]) -> None:
+        """A history made elsewhere (a checkpoint's, a run's a viewer is sent): each point may stand
+        for many steps, as the steps that follow will once they are merged."""
+        finite = [(i, x) for i, x in zip(iters, losses) if math.isfinite(x)]
+        self._smoother = SmoothedLoss()
+        self.raw.load([i for i, _ in finite], [x for _, x in finite])
+        self.smooth.load([i for i, _ in finite], [self._smoother.add(x) for _, x in finite])
+        self._dirty = True
+
     def add_eval(self, it: int, train_loss: float, val_loss: float) -> None:
         self.evals.append((it, train_loss, val_loss))
         self._dirty = True
@@ -98,8 +113,22 @@ class LossChart(PlotextPlot):
         key = (self.redraws, self.size, self.app.theme)
         if key != self._render_key:
             self._render_key = key
-            self._rendered = super().render()
+            self._rendered = self._build()
         return self._rendered
+
+    def _build(self) -> RenderResult:
+        """What PlotextPlot.render draws, without its round trip through text: plotext would
+        encode its grid of cells as ANSI escapes (a string built a character at a time) and Rich
+        decode them again; a third of a redraw's time. The cells are read from plotext's grid
+        instead, with the style the decoded escapes would have (tests/test_app.py compares)."""
+        plot = self.plt
+        width, height = self.size
+        plot.plotsize(width, height)
+        plot._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue 5)
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        plot._set_sizes()  # plotext's build() without its last step, the ANSI text
+        plot._build_matrix()
+        return PlotCells.from_matrix(plot.monitor.matrix)
 
     def draw_now(self) -> None:
         """Draw what has arrived at once, not at the next tick (a viewer's replayed history: up
@@ -109,7 +138,7 @@ class LossChart(PlotextPlot):
             self._replot()
 
     def _redraw_if_dirty(self) -> None:
-        steps_per_dot = max(1, len(self.raw) // (2 * max(10, self.size.width)))  # braille: 2 dots a cell
+        steps_per_dot = max(1, self.raw.steps // (2 * max(10, self.size.width)))  # braille: 2 dots a cell
         waited = time.monotonic() - self._last_redraw >= self.max_wait_s
         if self._dirty or self._new_steps >= steps_per_dot or (self._new_steps and waited):
             self._dirty = False
@@ -124,7 +153,9 @@ class LossChart(PlotextPlot):
         last_iter = 0.0
         if len(self.raw):
             step = max(1, len(self.raw) // (2 * width))  # braille: two dots a column is enough
-            plt.plot(self.raw.iters[::step], self.raw.losses[::step], marker="braille", color="gray")
+            # each step's loss a dot, not joined: a noisy series joined up is a solid band, and
+            # plotext's line drawing was a third of a redraw's time
+            plt.scatter(self.raw.iters[::step], self.raw.losses[::step], marker="braille", color="gray")
             plt.plot(self.smooth.iters[::step], self.smooth.losses[::step], marker="braille", color="cyan")
             last_iter = self.raw.iters[-1]
         legend = "[gray]train[/] [cyan]smoothed[/]"
@@ -144,6 +175,50 @@ class LossChart(PlotextPlot):
         self._new_steps = 0
         self._last_redraw = time.monotonic()
         self.refresh()
+
+
+class PlotCells:
+    """plotext's grid of cells as Rich segments: one segment for each run of cells alike in style."""
+
+    _styles: dict[tuple[Any, ...], Style] = {}  # plotext colours -> the Rich style their escapes decode to
+
+    def __init__(self, lines: list[list[Segment]]) -> None:
+        self.lines = lines
+
+    @classmethod
+    def from_matrix(cls, matrix: Any) -> PlotCells:
+        lines = []
+        for row in range(matrix.rows - 1, -1, -1):  # plotext's row 0 is the bottom one
+            markers = matrix.marker[row]
+            looks = [(_hashable(f), _hashable(s), _hashable(b))
+                     for f, s, b in zip(matrix.fullground[row], matrix.style[row], matrix.background[row])]
+            segments, start = [], 0
+            for col in range(1, len(markers) + 1):
+                if col == len(markers) or looks[col] != looks[start]:
+                    segments.append(Segment("".join(markers[start:col]), cls._style(looks[start])))
+                    start = col
+            lines.append(segments)
+        return cls(lines)
+
+    @classmethod
+    def _style(cls, look: tuple[Any, ...]) -> Style:
+        style = cls._styles.get(look)
+        if style is None:
+            from plotext._utility import colors_to_ansi  # what plotext's own canvas would say
+
+            decoded = Text.from_ansi(colors_to_ansi(*look) + "x")
+            style = cls._styles[look] = decoded.get_style_at_offset(Console(), 0) if decoded.spans else Style()
+        return style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RichRenderResult:
+        newline = Segment.line()
+        for segments in self.lines:
+            yield from segments
+            yield newline
+
+
+def _hashable(colour: Any) -> Any:
+    return tuple(colour) if isinstance(colour, list) else colour
 
 
 def _nice_ticks(top: float, most: int) -> list[float]:

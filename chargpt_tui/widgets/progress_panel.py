@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from rich.text import Text
 from textual.widget import Widget
 
 from chargpt_tui.format import duration
+from chargpt_tui.widgets.rows import label_rows, progress_bar
 
 
 class ProgressPanel(Widget):
@@ -83,13 +83,12 @@ class ProgressPanel(Widget):
         if self._texts() != self._shown:
             self.refresh()
 
-    def render(self) -> Table:
+    def render(self) -> Text:
         self._shown = self._texts()
         it, max_iters, elapsed, eta = self._shown
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="dim", no_wrap=True, min_width=4)
-        table.add_column(no_wrap=True)
-        table.add_row(f"{100 * it / max(1, max_iters):.0f}%", ProgressBar(total=max_iters, completed=it))
-        table.add_row("step", f"{it:,} / {max_iters:,}")
-        table.add_row("time", f"{elapsed} elapsed, ETA {eta}")
-        return table
+        label_width = 4
+        return label_rows([
+            (f"{100 * it / max(1, max_iters):.0f}%", progress_bar(it, max_iters, self.size.width - label_width - 1)),
+            ("step", f"{it:,} / {max_iters:,}"),
+            ("time", f"{elapsed} elapsed, ETA {eta}"),
+        ], label_width)
