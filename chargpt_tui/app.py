@@ -52,6 +52,9 @@ class RunReported(Message):
         self.notice = notice
 
 
+# The keys a read-only view (serve --read-only) shows dimmed and does not act on.
+STEERING = ("pause", "resume", "save", "evaluate")
+
 # Where the dashboard was left: how run_app reports the end to the shell.
 DETACHED, CLOSED, ENDED = "detached", "closed", "ended"
 
@@ -71,6 +74,7 @@ class ChargptApp(App[int]):
         Binding("ctrl+q", "stop_and_quit", "Stop and quit", show=False, priority=True),
         Binding("ctrl+c", "interrupt", "Quit", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("space,p,s,e", "read_only", show=False),  # what those keys do in a read-only view
     ]
 
     state: reactive[str] = reactive("starting")
@@ -78,11 +82,14 @@ class ChargptApp(App[int]):
     finished: reactive[bool] = reactive(False, bindings=True)
     live: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, link: RunLink, preset: str | None = None, on_hangup: str = "detach") -> None:
+    def __init__(self, link: RunLink, preset: str | None = None, on_hangup: str = "detach",
+                 read_only: bool = False, browser: bool = False) -> None:
         super().__init__()
         self.link = link
         self.preset = preset
         self.on_hangup = on_hangup
+        self.read_only = read_only  # keys that steer training do nothing (serve --read-only)
+        self.browser = browser  # a browser tab's viewer (serve): no terminal of its own
         self.status = StatusBar()
         self.chart = LossChart(id="chart")
         self.device_panel = DevicePanel(id="device")
@@ -133,6 +140,8 @@ class ChargptApp(App[int]):
         yield DashboardFooter()
 
     def on_mount(self) -> None:
+        if self.read_only:
+            self.status.view = "READ-ONLY"
         self.device_panel.border_title = "device"
         self.progress.border_title = "progress"
         self.samples.border_title = "samples"
@@ -405,6 +414,10 @@ class ChargptApp(App[int]):
 
     # ---- keys ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in STEERING and self.read_only:
+            return None  # shown dimmed; pressed, the read_only binding says why nothing happens
+        if action == "read_only":
+            return self.read_only
         if action == "pause":
             return not self.pause_requested and not self.finished and self.live
         if action == "resume":
@@ -416,11 +429,18 @@ class ChargptApp(App[int]):
         return True
 
     def _steerable(self, what: str) -> bool:
+        if self.read_only:
+            self.action_read_only()
+            return False
         if self.live:
             return True
         self.notify(f"the run is not running: nothing to {what}. Train on with --resume "
                     f"{self.link.run_dir / 'ckpt.pt'}", severity="warning", timeout=6)
         return False
+
+    def action_read_only(self) -> None:
+        self.notify("a read-only view: pausing, saving and evaluating are for chargpt-tui attach",
+                    severity="warning", timeout=4)
 
     def action_pause(self) -> None:
         if not self._steerable("pause") or self.finished:
@@ -483,7 +503,7 @@ class ChargptApp(App[int]):
         if self._quitting:
             self.exit(self.exit_code)
             return
-        if not self.live or self.finished:
+        if not self.live or self.finished or self.read_only:
             self.exit(0)
             return
         self.push_screen(QuitScreen(), self._quit_answered)
@@ -509,7 +529,7 @@ class ChargptApp(App[int]):
             self.exit(self.exit_code)
             return
         self._quitting = True
-        if not self.live or self.ended is not None:
+        if not self.live or self.ended is not None or self.read_only:
             self.outcome = ENDED if self.ended is not None else CLOSED
             self.exit(self.exit_code)
             return
@@ -546,6 +566,12 @@ class ChargptApp(App[int]):
                 pass
 
     def _on_signal(self, signum: int) -> None:
+        if self.browser:
+            # A tab's viewer has no terminal: signals come from `serve` (its Ctrl+C reaches the
+            # whole process group; serve then closes every tab itself). This viewer just closes.
+            if signum != signal.SIGINT:
+                self.exit(0)
+            return
         if not self._quitting:
             self.exit_code = 128 + signum
         if signum == getattr(signal, "SIGHUP", None):
@@ -579,11 +605,14 @@ def _short_name(corpus: str) -> str:
     return corpus.rsplit("/", 1)[-1] if "/" in corpus and not corpus.startswith("Python") else corpus
 
 
-def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach") -> int:
+def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach", read_only: bool = False,
+            browser: bool = False) -> int:
     """Run the dashboard on a run until the person leaves it; say what became of the run; return
     the exit status (the run's, when it ended while watched; 0 after a detach)."""
-    app = ChargptApp(link, preset, on_hangup)
+    app = ChargptApp(link, preset, on_hangup, read_only, browser)
     code = app.run()
+    if browser:  # stdout was the page's terminal, and the page is gone
+        return 0
     run_dir = link.run_dir
     if app.outcome == DETACHED:
         pid = f" (process {app.pid})" if app.pid else ""

@@ -345,12 +345,16 @@ class RunOnDisk(RunLink):
         return load_run_model(self.run_dir)
 
 
-def open_link(run_dir: Path) -> RunLink:
-    """A client of the run's process if it is running, else the run read from disk."""
+def check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise AttachError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise AttachError(f"{run_dir} is not a run directory (no config.json or metrics.jsonl)")
+
+
+def open_link(run_dir: Path) -> RunLink:
+    """A client of the run's process if it is running, else the run read from disk."""
+    check_run_dir(run_dir)
     if is_running(run_dir):
         client = RunClient(run_dir)
         client.connect()

@@ -6,7 +6,8 @@ import math
 import time
 from typing import Any
 
-from rich.console import Console, ConsoleOptions, RenderResult as RichRenderResult
+from rich.console import Console, ConsoleOptions
+from rich.console import RenderResult as RichRenderResult
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text

@@ -19,6 +19,7 @@ class StatusBar(Widget):
     state: reactive[str] = reactive("starting")
     detail: reactive[str] = reactive("")
     run: reactive[str] = reactive("")
+    view: reactive[str] = reactive("")  # what kind of viewer this is, when not the usual ("read-only")
 
     def set_run(self, corpus: str, n_chars: int, n_params: int, preset: str, device: str) -> None:
         self.run = f"{corpus} · {si(n_chars)} chars · {si(n_params)} params · preset {preset} · {device}"
@@ -26,6 +27,8 @@ class StatusBar(Widget):
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f" {self.state.upper()} ", style=f"reverse {STATE_STYLES.get(self.state, 'bold')}")
+        if self.view:
+            text.append(f" {self.view} ", style="reverse bold magenta")
         if self.detail:
             text.append(f" {self.detail}", style=STATE_STYLES.get(self.state, "bold"))
         text.append(f"  {self.run}")

@@ -1,0 +1,190 @@
+"""`chargpt-tui serve`: the dashboard in a browser tab, through textual-serve.
+
+textual-serve starts one process for each browser connection; here each is `chargpt-tui attach
+RUN_DIR` on Textual's web driver, so a tab is one more viewer of the run: the same dashboard and
+keys, cut off like any viewer if it stalls, and closing it changes nothing for the run.
+
+What a web server on a shared machine needs, and textual-serve (1.1) does not have, is added here:
+- a token, random and printed in the address (as Jupyter does): without it, or the cookie the
+  page sets with it, every request is refused (403);
+- Host and Origin checks: the Host must be a name of the address served (a loopback name when
+  serving on loopback, so a page that rebinds its DNS name to 127.0.0.1 is refused), and a
+  websocket must come from a page of that same origin (not from a hostile page's script);
+- a page that needs nothing from the internet: textual-serve's own template without its link to
+  Google Fonts, using the Roboto Mono files textual-serve ships instead;
+- a port of 0 (any free port): the address printed is the one bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hmac
+import ipaddress
+import logging
+import re
+import secrets
+import shlex
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from textual_serve.server import Server
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+FONT_FACES = """
+      @font-face {
+        font-family: "Roboto Mono";
+        src: url("{{ config.static.url }}fonts/RobotoMono-VariableFont_wght.ttf") format("truetype");
+        font-weight: 100 700;
+        font-style: normal;
+      }
+      @font-face {
+        font-family: "Roboto Mono";
+        src: url("{{ config.static.url }}fonts/RobotoMono-Italic-VariableFont_wght.ttf") format("truetype");
+        font-weight: 100 700;
+        font-style: italic;
+      }
+"""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ServeError(Exception):
+    """The address cannot be served (in use, not ours to bind): one line, exit status 2."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def offline_page(template: str) -> str:
+    """textual-serve's page template with nothing fetched from elsewhere: links to other sites
+    (its web font) are dropped and the font it ships is declared instead."""
+    template = re.sub(r"<link\b[^>]*\bhref=\"https?://[^>]*>", "", template, flags=re.S)
+    return template.replace("<style>", "<style>" + FONT_FACES, 1)
+
+
+class DashboardServer(Server):
+    def __init__(self, run_dir: Path, host: str, port: int, token: str, read_only: bool = False) -> None:
+        command = [sys.executable, "-m", "chargpt_tui", "attach", str(run_dir.resolve()), "--browser"]
+        if read_only:
+            command.append("--read-only")
+        super().__init__(shlex.join(command), host=host, port=port, title=f"chargpt-tui · {run_dir.name}")
+        self.run_dir = run_dir
+        self.token = token
+        self.read_only = read_only
+
+    # ---- who may ----------------------------------------------------------------------------
+    def host_allowed(self, host_header: str) -> bool:
+        """A name of the address served: loopback names when serving on loopback, the name given
+        with --host, any when serving on all interfaces (the token still guards those)."""
+        name = (urlsplit("//" + host_header).hostname or "").lower()
+        if self.host in ALL_INTERFACES:
+            return bool(name)
+        return name == self.host.lower().strip("[]") or (is_loopback(self.host) and is_loopback(name))
+
+    @property
+    def cookie_name(self) -> str:
+        return f"chargpt_tui_token_{self.port}"  # browsers share cookies between ports of a host
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.host_allowed(request.host):
+            raise web.HTTPForbidden(text=f"chargpt-tui: not served as {request.host}\n")
+        given = request.query.get("token") or request.cookies.get(self.cookie_name) or ""
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise web.HTTPForbidden(text="chargpt-tui: open the address `chargpt-tui serve` printed, with its token\n")
+        if request.path == "/ws" and request.headers.get("Origin") != f"{request.scheme}://{request.host}":
+            raise web.HTTPForbidden(text="chargpt-tui: a websocket from another page is refused\n")
+        response = await handler(request)
+        if request.path == "/" and "token" in request.query:  # the page's websocket and files carry it from here
+            response.set_cookie(self.cookie_name, self.token, httponly=True, samesite="Strict", path="/")
+        return response
+
+    # ---- textual-serve's app, adjusted ---------------------------------------------------------
+    async def _make_app(self) -> web.Application:
+        app = await super()._make_app()
+        template = (Path(self.templates_path) / "app_index.html").read_text(encoding="utf-8")
+        aiohttp_jinja2.setup(app, loader=jinja2.DictLoader({"app_index.html": offline_page(template)}))
+        app.middlewares.append(self.guard)
+        return app
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+        # The page's websocket goes back to the host the page came from (textual-serve uses the
+        # address served): opened as localhost through an SSH tunnel, its cookie goes with it.
+        self.public_url = f"{request.scheme}://{request.host}"
+        return await super().handle_index(request)  # type: ignore[no-any-return]
+
+    async def on_startup(self, app: web.Application) -> None:
+        pass  # textual-serve prints its logo and the address before binding; serve() says it after
+
+    def initialize_logging(self) -> None:
+        logging.basicConfig(level=logging.WARNING, format="chargpt-tui serve: %(message)s")
+
+    # ---- running -----------------------------------------------------------------------------
+    async def serve_until_stopped(self, ready: Callable[[str], None]) -> None:
+        """Bind, call ready(address), serve until SIGINT, SIGTERM or SIGHUP; then close every
+        tab's viewer (the runs go on)."""
+        self.initialize_logging()
+        app = await self._make_app()
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ServeError(f"cannot serve on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        self.port = runner.addresses[0][1]
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, stopped.set)
+        ready(self.address)
+        try:
+            await stopped.wait()
+        finally:
+            await runner.cleanup()
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ALL_INTERFACES:
+            host = socket.gethostname()
+        return f"http://{host}:{self.port}/?token={self.token}"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str) -> int:
+    server = DashboardServer(run_dir, host, port, new_token(), read_only)
+
+    def ready(address: str) -> None:
+        view = "a read-only view of " if read_only else ""
+        print(f"serving {view}{run_dir} ({state}) to a browser; open:\n\n    {address}\n", flush=True)
+        if is_loopback(host):
+            print(f"from another machine, forward the port first, then open the address there:\n\n"
+                  f"    ssh -N -L {server.port}:{host}:{server.port} {getpass.getuser()}@{socket.gethostname()}\n",
+                  flush=True)
+        else:
+            print(f"warning: serving on {host}, not on loopback: anyone who can reach this port and has the "
+                  "address can watch the run" + ("" if read_only else " and steer it") + "; the token travels "
+                  "unencrypted (plain http). Prefer the default and an SSH tunnel.", file=sys.stderr, flush=True)
+        print("each tab is one viewer; closing it leaves the run as it is. Ctrl+C stops serving, not the run.",
+              flush=True)
+
+    asyncio.run(server.serve_until_stopped(ready))
+    return 0
