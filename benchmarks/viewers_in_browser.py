@@ -45,7 +45,7 @@ class Tab:
         self.task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        url = self.origin.replace("http", "ws") + f"/ws?width=120&height=40&token={self.token}"
+        url = self.origin.replace("http", "ws") + f"/{self.token}/ws?width=120&height=40"
         self.ws = await self.session.ws_connect(url, headers={"Origin": self.origin})
         self.task = asyncio.create_task(self._read())
 
@@ -110,7 +110,7 @@ async def main(text: str, rounds: int, flags: list[str]) -> None:
         server = subprocess.Popen([CLI, "serve", str(run), "--port", "0"], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True)
         assert server.stdout is not None
-        while not (found := re.search(r"(http://[^/\s]+)/\?token=(\S+)", server.stdout.readline())):
+        while not (found := re.search(r"(http://[^/\s]+)/([A-Za-z0-9_-]{24,})/", server.stdout.readline())):
             pass
         origin, token = found.group(1), found.group(2)
         await asyncio.sleep(10)

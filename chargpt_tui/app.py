@@ -525,11 +525,14 @@ class ChargptApp(App[int]):
         self._stop_then_exit()
 
     def _stop_then_exit(self) -> None:
+        if self.read_only:  # closes this view; the run is not this viewer's to stop
+            self.exit(0)
+            return
         if self._quitting:
             self.exit(self.exit_code)
             return
         self._quitting = True
-        if not self.live or self.ended is not None or self.read_only:
+        if not self.live or self.ended is not None:
             self.outcome = ENDED if self.ended is not None else CLOSED
             self.exit(self.exit_code)
             return
@@ -609,6 +612,7 @@ def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach",
             browser: bool = False) -> int:
     """Run the dashboard on a run until the person leaves it; say what became of the run; return
     the exit status (the run's, when it ended while watched; 0 after a detach)."""
+    link.read_only = read_only  # and the link refuses to send what steers training
     app = ChargptApp(link, preset, on_hangup, read_only, browser)
     code = app.run()
     if browser:  # stdout was the page's terminal, and the page is gone

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from model import events as ev
 
 from . import protocol
-from .runs import is_run_dir, load_run_model, read_config, read_journal, summarize
+from .runs import is_run_dir, load_journal_cache, load_run_model, read_config, read_journal, summarize
 from .runtime import ServerInfo, is_running
 
 if TYPE_CHECKING:  # PyTorch is loaded only to generate: a viewer starts without it
@@ -100,11 +100,15 @@ Notice = Attached | EventReported | CaughtUp | ControlRequested | MemoryReported
 Notify = Callable[[Notice], None]
 
 
+STEERING_OPS = ("pause", "resume", "save", "evaluate", "stop")  # what a read-only view never sends
+
+
 class RunLink:
     run_dir: Path
     live = False
     connected = False  # to a training process, now
     ended = False  # that process said its training ended
+    read_only = False  # set by a read-only view: requests that steer training are not sent
 
     def start(self, notify: Notify) -> None:
         raise NotImplementedError
@@ -257,6 +261,10 @@ class RunClient(RunLink):
 
     def request(self, op: str) -> bool:
         """Send a request; False (and a RequestRefused notice) if it could not be sent."""
+        if self.read_only and op in STEERING_OPS:
+            if self._notify is not None:
+                self._notify(RequestRefused(f"a read-only view: {op} is not sent to the run"))
+            return False
         return self._send({"op": op, "id": next(self._ids)})
 
     def _send(self, frame: dict[str, Any]) -> bool:
@@ -328,9 +336,11 @@ class RunOnDisk(RunLink):
     def _replay(self) -> None:
         assert self.notify is not None
         config = read_config(self.run_dir)
-        journal = read_journal(self.run_dir)
+        events = load_journal_cache(self.run_dir)
+        if events is None:
+            events = read_journal(self.run_dir).catch_up()
         self.notify(Attached(False, str(config.get("vocab", "")), config.get("preset"), None, False))
-        for event, at in journal.catch_up():
+        for event, at in events:
             self.notify(EventReported(event, at, True))
         self.notify(CaughtUp())
         self.notify(NotRunning(summarize(self.run_dir).state))

@@ -21,6 +21,7 @@ from model.rundir import MetricsLog, RunDir, RunDirError
 from model.trainer import RunResult, Trainer
 
 from . import __version__
+from .runs import save_journal_cache
 from .runtime import RunLock, remove_stale_server, runtime_dir
 from .slow_run import SlowRunHint
 
@@ -74,6 +75,8 @@ def train_here(
             if server is not None:
                 server.close()
             metrics.close()
+            # what a viewer of the run will need, read once now rather than by each viewer
+            save_journal_cache(run_dir.path)
     finally:
         lock.release()
 

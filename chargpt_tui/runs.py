@@ -193,6 +193,64 @@ def read_journal(path: Path) -> RunJournal:
     return journal
 
 
+# A finished run's journal, saved by its training process as it ends, so that a viewer of the run
+# reads a few hundred KB of JSON instead of parsing metrics.jsonl's every step line (0.2 s for
+# 100,000 steps). A cache: used only if metrics.jsonl is still exactly as long as when it was
+# written; otherwise (a resumed run, a torn or foreign file) metrics.jsonl is read.
+JOURNAL_CACHE = "journal.json"
+JOURNAL_CACHE_VERSION = 1
+
+
+def save_journal_cache(path: Path) -> None:
+    """Read the run back as a viewer would, once, and save what a viewer is sent (the training
+    process calls this as it ends; a cache must never stand in the way of that: any error, and
+    there is no cache)."""
+    try:
+        size = (path / "metrics.jsonl").stat().st_size
+        journal = read_journal(path)
+        data = {"version": JOURNAL_CACHE_VERSION, "metrics_bytes": size,
+                "events": [[event.to_record(), at] for event, at in journal.catch_up()]}
+        tmp = path / f".{JOURNAL_CACHE}.tmp"
+        tmp.write_text(json.dumps(_json_safe(data)), encoding="utf-8")
+        os.replace(tmp, path / JOURNAL_CACHE)
+    except Exception:  # a full disk, say: viewers read metrics.jsonl instead
+        try:
+            (path / f".{JOURNAL_CACHE}.tmp").unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def load_journal_cache(path: Path) -> list[tuple[ev.Event, float]] | None:
+    """The saved catch-up events of a run, if they are still the run's; else None."""
+    try:
+        data = json.loads((path / JOURNAL_CACHE).read_bytes())
+        if (data.get("version") != JOURNAL_CACHE_VERSION
+                or data.get("metrics_bytes") != (path / "metrics.jsonl").stat().st_size):
+            return None
+        return [(event_from_record(_with_nan(record)), float(at)) for record, at in data["events"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ProtocolError):
+        return None
+
+
+def _with_nan(record: dict[str, Any]) -> dict[str, Any]:
+    """The loss histories' nulls back to NaN (a diverged step's loss)."""
+    for key in ("step_history", "eval_history"):
+        if key in record:
+            record[key] = [[math.nan if x is None else x for x in point] for point in record[key]]
+    return record
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null, as metrics.jsonl writes them (JSON has none), at any depth."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _number(text: bytes) -> float:
     try:
         return float(text)

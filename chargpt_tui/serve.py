@@ -5,8 +5,10 @@ RUN_DIR` on Textual's web driver, so a tab is one more viewer of the run: the sa
 keys, cut off like any viewer if it stalls, and closing it changes nothing for the run.
 
 What a web server on a shared machine needs, and textual-serve (1.1) does not have, is added here:
-- a token, random and printed in the address (as Jupyter does): without it, or the cookie the
-  page sets with it, every request is refused (403);
+- a token, random and printed in the address: every URL of the page (the page, its scripts, its
+  websocket) is under /TOKEN/, and anything else is refused (403). In the path, not in a cookie:
+  browsers send a host's cookies to every port of it, so another local user's server on another
+  port would be sent the token by any page of theirs the user opened;
 - Host and Origin checks: the Host must be a name of the address served (a loopback name when
   serving on loopback, so a page that rebinds its DNS name to 127.0.0.1 is refused), and a
   websocket must come from a page of that same origin (not from a hostile page's script);
@@ -95,35 +97,35 @@ class DashboardServer(Server):
             return bool(name)
         return name == self.host.lower().strip("[]") or (is_loopback(self.host) and is_loopback(name))
 
-    @property
-    def cookie_name(self) -> str:
-        return f"chargpt_tui_token_{self.port}"  # browsers share cookies between ports of a host
-
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.host_allowed(request.host):
-            raise web.HTTPForbidden(text=f"chargpt-tui: not served as {request.host}\n")
-        given = request.query.get("token") or request.cookies.get(self.cookie_name) or ""
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        try:
+            host_ok = self.host_allowed(request.host)
+        except ValueError:  # a Host header that is not one
+            host_ok = False
+        if not host_ok:
+            raise web.HTTPForbidden(text=f"chargpt-tui: not served as {request.host!r}\n")
+        prefix = request.path.split("/", 2)[1] if request.path.count("/") >= 2 else ""
+        if not hmac.compare_digest(prefix.encode("utf-8", "surrogateescape"), self.token.encode()):
             raise web.HTTPForbidden(text="chargpt-tui: open the address `chargpt-tui serve` printed, with its token\n")
-        if request.path == "/ws" and request.headers.get("Origin") != f"{request.scheme}://{request.host}":
+        if request.path.endswith("/ws") and request.headers.get("Origin") != f"{request.scheme}://{request.host}":
             raise web.HTTPForbidden(text="chargpt-tui: a websocket from another page is refused\n")
-        response = await handler(request)
-        if request.path == "/" and "token" in request.query:  # the page's websocket and files carry it from here
-            response.set_cookie(self.cookie_name, self.token, httponly=True, samesite="Strict", path="/")
-        return response
+        return await handler(request)
 
     # ---- textual-serve's app, adjusted ---------------------------------------------------------
     async def _make_app(self) -> web.Application:
-        app = await super()._make_app()
+        """textual-serve's app (its page, websocket and files) under /TOKEN/, in an app that
+        refuses everything else."""
+        page = await super()._make_app()
         template = (Path(self.templates_path) / "app_index.html").read_text(encoding="utf-8")
-        aiohttp_jinja2.setup(app, loader=jinja2.DictLoader({"app_index.html": offline_page(template)}))
-        app.middlewares.append(self.guard)
+        aiohttp_jinja2.setup(page, loader=jinja2.DictLoader({"app_index.html": offline_page(template)}))
+        app = web.Application(middlewares=[self.guard])
+        app.add_subapp(f"/{self.token}/", page)
         return app
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
-        # The page's websocket goes back to the host the page came from (textual-serve uses the
-        # address served): opened as localhost through an SSH tunnel, its cookie goes with it.
+        # The page's URLs (the prefix /TOKEN/ included) go back to the host the page came from,
+        # not to the address served: opened as localhost through an SSH tunnel, they work.
         self.public_url = f"{request.scheme}://{request.host}"
         return await super().handle_index(request)  # type: ignore[no-any-return]
 
@@ -159,10 +161,12 @@ class DashboardServer(Server):
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.host in ALL_INTERFACES:
-            host = socket.gethostname()
-        return f"http://{host}:{self.port}/?token={self.token}"
+        host = socket.gethostname() if self.host in ALL_INTERFACES else url_host(self.host)
+        return f"http://{host}:{self.port}/{self.token}/"
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def new_token() -> str:
@@ -170,6 +174,8 @@ def new_token() -> str:
 
 
 def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str) -> int:
+    if host.lower() == "localhost":  # one address: "localhost" binds 127.0.0.1 and ::1, on two ports if 0
+        host = "127.0.0.1"
     server = DashboardServer(run_dir, host, port, new_token(), read_only)
 
     def ready(address: str) -> None:
@@ -177,7 +183,8 @@ def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str) -> i
         print(f"serving {view}{run_dir} ({state}) to a browser; open:\n\n    {address}\n", flush=True)
         if is_loopback(host):
             print(f"from another machine, forward the port first, then open the address there:\n\n"
-                  f"    ssh -N -L {server.port}:{host}:{server.port} {getpass.getuser()}@{socket.gethostname()}\n",
+                  f"    ssh -N -L {server.port}:{url_host(host)}:{server.port} "
+                  f"{getpass.getuser()}@{socket.gethostname()}\n",
                   flush=True)
         else:
             print(f"warning: serving on {host}, not on loopback: anyone who can reach this port and has the "

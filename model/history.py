@@ -67,7 +67,9 @@ class LossHistory:
     def load(self, iters: Iterable[float], losses: Iterable[float]) -> None:
         """Take over a history another LossHistory made (a checkpoint's, or the one a viewer is sent):
         its stride and its last, partly filled point are worked out from the spacing of its points,
-        so the steps that follow are added as they would have been to the original."""
+        so the steps that follow are added as they would have been to the original. A history
+        spaced unevenly (an older checkpoint's, from before the stride) is rebuilt step by step,
+        each point standing for the steps since the one before."""
         its = [float(it) for it in iters]
         ls = [float(loss) for loss in losses]
         self.__init__(self.max_points)  # type: ignore[misc]
@@ -75,19 +77,40 @@ class LossHistory:
             self.extend(its, ls)
             return
         gaps = [b - a for a, b in zip(its[:-2], its[1:-1])]
-        self.stride = max(1, round(statistics.median(gaps)))
+        spacing = statistics.median(gaps)
+        if spacing <= 0 or max(gaps) > 1.5 * spacing + 1 or min(gaps) < spacing / 1.5 - 1:
+            self._rebuild(its, ls)
+            return
+        self.stride = max(1, round(spacing))
         self._iters, self._losses = its[:-1], ls[:-1]
-        # a last point of n steps after a whole one: their means are (n + 1) / 2 + (stride - 1) / 2 apart
-        last = round(2 * (its[-1] - its[-2]) - self.stride)
-        self._count = min(self.stride, max(1, last))
-        self._sum_iter, self._sum_loss = its[-1] * self._count, ls[-1] * self._count
-        if self._count == self.stride:  # whole: kept as such
-            self._iters.append(its[-1])
-            self._losses.append(ls[-1])
-            self._sum_iter = self._sum_loss = 0.0
-            self._count = 0
         while len(self._iters) > self.max_points:
             self._merge()
+        # a last point of n steps after a whole one: their means are (n + 1) / 2 + (stride - 1) / 2 apart
+        n = min(self.stride, max(1, round(2 * (its[-1] - its[-2]) - self.stride)))
+        self._add_to_filling(its[-1] * n, ls[-1] * n, n)
+
+    def _add_to_filling(self, sum_iter: float, sum_loss: float, count: int) -> None:
+        self._sum_iter += sum_iter
+        self._sum_loss += sum_loss
+        self._count += count
+        if self._count >= self.stride:
+            self._iters.append(self._sum_iter / self._count)
+            self._losses.append(self._sum_loss / self._count)
+            self._sum_iter = self._sum_loss = 0.0
+            self._count = 0
+            if len(self._iters) > self.max_points:
+                self._merge()
+
+    def _rebuild(self, iters: list[float], losses: list[float]) -> None:
+        steps_i: list[float] = []
+        steps_l: list[float] = []
+        previous = iters[0] - max(1.0, iters[1] - iters[0])
+        for it, loss in zip(iters, losses):
+            n = max(1, round(it - previous))
+            steps_i += [previous + (k + 1) * (it - previous) / n for k in range(n)]  # the steps since the last point
+            steps_l += [loss] * n
+            previous = it
+        self.extend(steps_i, steps_l)
 
     def truncate_after(self, it: float) -> None:
         """Forget the points after iteration `it` (a run resumed from an earlier checkpoint)."""

@@ -303,6 +303,14 @@ async def test_layout_fits(dashboard: Dashboard, size: tuple[int, int]) -> None:
         await pilot.pause()
         shown = "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size)))
         assert "Intel Xeon (2 cores)" in shown and "float32 · auto (no bf16)" in shown, shown
+        # a name too long for the panel ends in an ellipsis on its one line; the panel keeps its height
+        height = panel.region.height
+        panel.set_device("An Imaginary Accelerator With A Name Far Too Long For Any Panel (2 cores)", "float32", 2,
+                         "2.13.0+cpu", "auto (no bf16)")
+        await pilot.pause()
+        lines = [strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size))]
+        assert panel.region.height == height
+        assert any(line.rstrip(" │").endswith("…") and "device An Imaginary" in line for line in lines), lines
 
 
 async def test_an_error_in_the_training_loop_is_shown_and_the_app_stays_open(dashboard: Dashboard,

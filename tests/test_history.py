@@ -86,3 +86,22 @@ def test_truncating_forgets_the_points_after_a_step() -> None:
     assert history.iters[-1] <= 900 and history.iters == sorted(history.iters)
     history.extend(range(901, 951), [1.0] * 50)
     assert history.iters[-1] > 900
+
+
+def test_an_older_checkpoints_uneven_history_is_rebuilt_to_one_resolution() -> None:
+    """Histories saved before the stride (recent steps whole, older ones merged, unevenly
+    spaced) are rebuilt step by step, not taken as points of one step each."""
+    old = [float(i) for i in [*range(0, 64, 8), *range(64, 96, 2), *range(96, 100)]]
+    history = LossHistory(max_points=16)
+    history.load(old, [1.0] * len(old))
+    gaps = {b - a for a, b in zip(history.iters[:-2], history.iters[1:-1])}
+    assert len(gaps) == 1 and history.stride > 1
+    assert 90 <= history.steps <= 110 and history.iters[0] < 10
+
+
+def test_a_loaded_history_past_max_points_keeps_its_last_steps() -> None:
+    original = LossHistory(max_points=1000)
+    original.extend(range(5003), [float(i) for i in range(5003)])
+    smaller = LossHistory(max_points=100)  # a viewer's chart may keep fewer points than the run
+    smaller.load(original.iters, original.losses)
+    assert len(smaller) <= 101 and smaller.iters[-1] > 4900 and smaller.steps == pytest.approx(5003, abs=8)

@@ -4,6 +4,7 @@ run that is not running is shown, from metrics.jsonl files written the way Metri
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chargpt_tui.journal import RunJournal
-from chargpt_tui.runs import list_runs, read_journal, summarize
+from chargpt_tui.runs import list_runs, load_journal_cache, read_journal, save_journal_cache, summarize
 from chargpt_tui.runtime import RunLock, ServerInfo, is_running, write_server_info
 from model import events as ev
 from model.rundir import MetricsLog
@@ -162,3 +163,30 @@ def test_a_resumed_run_serves_its_earlier_samples_and_messages(corpus: object, t
     start = caught_up[0]
     assert isinstance(start, ev.RunStarted) and start.resumed and len(start.step_history) >= 25
     assert not any(isinstance(e, ev.Finished) for e in caught_up)  # the first segment's end is not this one's
+
+
+def test_a_finished_runs_journal_is_read_from_its_cache_while_metrics_are_unchanged(tmp_path: Path) -> None:
+    events: list[ev.Event] = [start(), evaluated(0, 3.0, 3.0, 0), steps(1, 10), ev.SampleGenerated(10, 10.0, "hi"),
+                              evaluated(10, 2.5, 2.5, 10), steps(11, 20),
+                              ev.StepsDone(21, 21.0, (21,), (float("nan"),), 1e-3, 1000.0, 5.0),
+                              ev.Finished(21, 21.0, 2.5, 10, False)]
+    path = write_run(tmp_path / "c", events)
+    assert load_journal_cache(path) is None  # none yet
+    save_journal_cache(path)
+    cached = load_journal_cache(path)
+    parsed = read_journal(path).catch_up()
+    assert cached is not None
+    assert [type(e) for e, _ in cached] == [type(e) for e, _ in parsed]
+    assert str(cached[0][0].step_history) == str(parsed[0][0].step_history)  # nan as nan
+    assert len(cached[0][0].step_history) == 21 and math.isnan(cached[0][0].step_history[-1][1])
+    assert cached[0][0].eval_history == parsed[0][0].eval_history
+    with open(path / "metrics.jsonl", "a", encoding="utf-8") as f:  # resumed since: the cache is stale
+        f.write(json.dumps({"event": "step", "iter": 22, "time_s": 22.0, "loss": 1.0, "lr": 1e-3}) + "\n")
+    assert load_journal_cache(path) is None
+    save_journal_cache(path)
+    (path / "journal.json").write_text('{"version": 1, "metrics_bytes": ')  # torn
+    assert load_journal_cache(path) is None
+    save_journal_cache(path)
+    assert load_journal_cache(path) is not None
+    (path / "journal.json").write_text(json.dumps({"version": 99, "metrics_bytes": 0, "events": []}))
+    assert load_journal_cache(path) is None

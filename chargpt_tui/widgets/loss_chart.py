@@ -26,9 +26,11 @@ class SmoothedLoss:
         self._average = 0.0
         self._count = 0
 
-    def add(self, value: float) -> float:
-        self._count += 1
-        self._average = self.beta * self._average + (1 - self.beta) * value
+    def add(self, value: float, steps: int = 1) -> float:
+        """value: the loss of one step, or the mean of `steps` steps (a point of a loaded history)."""
+        self._count += steps
+        decay = self.beta**steps
+        self._average = decay * self._average + (1 - decay) * value
         return self._average / (1 - self.beta**self._count)
 
 
@@ -81,7 +83,8 @@ class LossChart(PlotextPlot):
         finite = [(i, x) for i, x in zip(iters, losses) if math.isfinite(x)]
         self._smoother = SmoothedLoss()
         self.raw.load([i for i, _ in finite], [x for _, x in finite])
-        self.smooth.load([i for i, _ in finite], [self._smoother.add(x) for _, x in finite])
+        stride = self.raw.stride  # each point the mean of this many steps: smoothed over as many
+        self.smooth.load([i for i, _ in finite], [self._smoother.add(x, stride) for _, x in finite])
         self._dirty = True
 
     def add_eval(self, it: int, train_loss: float, val_loss: float) -> None:
