@@ -23,7 +23,9 @@ from helpers import (
 )
 from terminal import TerminalProcess, assert_terminal_restored
 
+from chargpt_tui.runs import load_journal_cache
 from chargpt_tui.runtime import ServerInfo, is_running
+from model import events as ev
 from model.checkpoint import load_checkpoint
 from model.rundir import read_metrics
 
@@ -128,6 +130,14 @@ def test_a_headless_run_ignores_a_hangup_and_can_be_attached_to(workdir: Path) -
             proc.kill()
     assert proc.returncode == 0, err
     assert load_checkpoint(out / "ckpt.pt")["iter"] == last_step(out / "metrics.jsonl")
+    # as it ended, the training process left what a later viewer is sent, read once
+    cached = load_journal_cache(out)
+    assert cached is not None and isinstance(cached[0][0], ev.RunStarted) and cached[0][0].iter == last_step(
+        out / "metrics.jsonl")
+    with TerminalProcess(["attach", str(out)], workdir) as viewer:  # the finished run, from it
+        viewer.wait_for("not running")
+        viewer.type("q")
+        assert viewer.wait(timeout=30) == 0
 
 
 def test_kill_9_leaves_a_stale_run_that_reads_back_and_resumes(workdir: Path) -> None:
