@@ -141,7 +141,9 @@ class DashboardServer(Server):
         tab's viewer (the runs go on)."""
         self.initialize_logging()
         app = await self._make_app()
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        # on shutdown, open websockets (tabs) get 1 s before their handlers are cancelled, which
+        # closes each tab and its viewer (textual-serve does not close them itself)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()

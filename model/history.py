@@ -26,6 +26,7 @@ class LossHistory:
         self._losses: list[float] = []
         self._sum_iter = self._sum_loss = 0.0  # the steps of the point being filled
         self._count = 0
+        self._first: float | None = None  # the first step's iteration: points start stride apart from it
 
     # ---- adding ------------------------------------------------------------------------------
     def extend(self, iters: Iterable[float], losses: Iterable[float]) -> None:
@@ -33,6 +34,8 @@ class LossHistory:
         its = [float(it) for it in iters]
         ls = [float(loss) for loss in losses]
         n, pos = min(len(its), len(ls)), 0
+        if n and self._first is None:
+            self._first = its[0]
         while pos < n:
             s = self.stride
             take = min(s - self._count, n - pos)
@@ -83,6 +86,7 @@ class LossHistory:
             return
         self.stride = max(1, round(spacing))
         self._iters, self._losses = its[:-1], ls[:-1]
+        self._first = its[0] - (self.stride - 1) / 2
         while len(self._iters) > self.max_points:
             self._merge()
         # a last point of n steps after a whole one: their means are (n + 1) / 2 + (stride - 1) / 2 apart
@@ -113,14 +117,26 @@ class LossHistory:
         self.extend(steps_i, steps_l)
 
     def truncate_after(self, it: float) -> None:
-        """Forget the points after iteration `it` (a run resumed from an earlier checkpoint)."""
-        if self._count and self._sum_iter / self._count > it:
-            self._sum_iter = self._sum_loss = 0.0
-            self._count = 0
-        keep = len(self._iters)
-        while keep and self._iters[keep - 1] > it:
-            keep -= 1
-        del self._iters[keep:], self._losses[keep:]
+        """Forget the steps after iteration `it` (a run resumed from an earlier checkpoint). The point
+        that holds `it` keeps the steps up to it (at its mean loss), so the steps that come next
+        fill it as they filled it the first time."""
+        if self._first is None:
+            return
+        s = self.stride
+        start_of = lambda k: self._first + k * s  # noqa: E731 (the first step of point k)
+        k = int(max(0.0, it - self._first + 1) // s)  # points wholly at or before it
+        if k < len(self._iters):
+            loss = self._losses[k]
+            del self._iters[k:], self._losses[k:]
+        elif self._count:
+            loss = self._sum_loss / self._count
+        else:
+            return
+        kept = int(it - start_of(k) + 1)  # of the point that holds it
+        self._sum_iter = self._sum_loss = 0.0
+        self._count = 0
+        if 0 < kept < s:
+            self._sum_iter, self._sum_loss, self._count = (start_of(k) + it) / 2 * kept, loss * kept, kept
 
     # ---- reading -----------------------------------------------------------------------------
     @property

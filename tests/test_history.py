@@ -79,13 +79,18 @@ def test_a_loaded_history_goes_on_as_the_original(steps: int) -> None:
     assert loaded.iters == pytest.approx(original.iters) and loaded.losses == pytest.approx(original.losses)
 
 
-def test_truncating_forgets_the_points_after_a_step() -> None:
-    history = LossHistory(max_points=100)
-    history.extend(range(1, 1001), [float(i) for i in range(1, 1001)])
-    history.truncate_after(900)
-    assert history.iters[-1] <= 900 and history.iters == sorted(history.iters)
-    history.extend(range(901, 951), [1.0] * 50)
-    assert history.iters[-1] > 900
+@pytest.mark.parametrize("resume_at", [900, 901, 931, 999, 1000, 640])
+def test_truncating_then_going_on_is_the_uninterrupted_history(resume_at: int) -> None:
+    """A run resumed from an earlier checkpoint re-runs the steps after it: read back, the
+    history forgets them and is filled again as it was the first time (the same losses here)."""
+    uninterrupted, resumed = LossHistory(max_points=100), LossHistory(max_points=100)
+    uninterrupted.extend(range(1, 1201), [1.0 + (i % 7) for i in range(1, 1201)])
+    resumed.extend(range(1, 1001), [1.0 + (i % 7) for i in range(1, 1001)])
+    resumed.truncate_after(resume_at)
+    assert all(i <= resume_at for i in resumed.iters)
+    resumed.extend(range(resume_at + 1, 1201), [1.0 + (i % 7) for i in range(resume_at + 1, 1201)])
+    assert resumed.iters == pytest.approx(uninterrupted.iters)
+    assert resumed.steps == uninterrupted.steps and len(resumed) == len(uninterrupted)
 
 
 def test_an_older_checkpoints_uneven_history_is_rebuilt_to_one_resolution() -> None:
