@@ -105,10 +105,12 @@ for s in v1 v2 v3; do
 done
 for i in 1 2 3; do
   start=$(date +%s%N); tmux send-keys -t v2 p
+  wait_for v2 "PAUS" 5; status=$(ms_since "$start")  # PAUSING, or PAUSED at once
   wait_for v2 "space Resume" 5; on_screen=$(ms_since "$start")
   wait_for v3 "space Resume" 5; other=$(ms_since "$start")
   wait_for v3 "PAUSED" 30; acted=$(ms_since "$start")
-  echo "pause on v2: its screen ${on_screen} ms, v3's screen ${other} ms, paused at a step boundary ${acted} ms"
+  echo "pause on v2: its status line ${status} ms, its footer ${on_screen} ms, v3's footer ${other} ms," \
+       "paused at a step boundary ${acted} ms"
   start=$(date +%s%N); tmux send-keys -t v3 p
   wait_for v3 "space Pause" 5; on_screen=$(ms_since "$start")
   wait_for v2 "TRAINING" 30; acted=$(ms_since "$start")
