@@ -132,6 +132,31 @@ async def test_pause_stops_training_and_resume_continues(dashboard: Dashboard) -
         await wait_for(pilot, lambda: app.state == "paused")
 
 
+async def test_the_footer_relabels_its_keys_in_place_on_pause_and_resume(dashboard: Dashboard) -> None:
+    from textual.widgets._footer import FooterKey
+
+    app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.progress.iter >= 3 and app.state == "training")
+        await pilot.pause(0.5)
+
+        def footer() -> tuple[list[FooterKey], list[str]]:
+            keys = list(app.query(FooterKey))
+            return keys, [k.description for k in keys if k.display]
+
+        keys, labels = footer()
+        assert "Pause" in labels and "Resume" not in labels
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "Resume" in footer()[1])
+        assert footer()[0] == keys  # the same widgets, relabelled: none removed or mounted
+        assert next(k for k in footer()[0] if k.description == "Resume").action == "resume"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "Pause" in footer()[1] and app.state == "training")
+        assert footer()[0] == keys
+        pause = next(k for k in footer()[0] if k.action == "pause")
+        assert "Pause" in str(pause.render()) and pause.region.width >= len(" space Pause")  # drawn, and laid out
+
+
 async def test_s_writes_a_checkpoint_that_loads(dashboard: Dashboard, tmp_path: Path) -> None:
     app, run = dashboard(max_iters=1_000_000, eval_interval=1_000_000)
     ckpt = tmp_path / "run" / "ckpt.pt"
