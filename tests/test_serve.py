@@ -114,6 +114,7 @@ class Tab:
         self.ws = ws
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.screen = ""  # everything written so far, escape codes removed
+        self.mark = 0  # where read_until looks from: after the last key pressed, or what it last found
         self.closed = False
         self.reader = asyncio.create_task(self._read())
 
@@ -130,15 +131,18 @@ class Tab:
         self.closed = True
 
     async def read_until(self, *fragments: str, timeout: float = 60.0) -> str:
-        mark = len(self.screen)
+        """Until every fragment has been drawn since the last key pressed (or the last find)."""
+        mark = self.mark
         deadline = time.monotonic() + timeout
         while not all(f in self.screen[mark:] for f in fragments):
             assert not self.closed, f"the websocket closed; last text: {self.screen[-600:]!r}"
             assert time.monotonic() < deadline, f"{fragments} not seen; last text: {self.screen[-600:]!r}"
             await asyncio.sleep(0.05)
+        self.mark = len(self.screen)
         return self.screen[mark:]
 
     async def press(self, key: str) -> None:
+        self.mark = len(self.screen)  # what the key does is drawn after this
         await self.ws.send_str(json.dumps(["stdin", key]))
 
     async def close(self) -> None:
