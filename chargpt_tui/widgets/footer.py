@@ -24,9 +24,15 @@ class DashboardFooter(Footer):
     Textual's Footer leaves its keys as they were."""
 
     def bindings_changed(self, screen: Screen) -> None:
-        if self._bindings_ready and self.is_attached and screen is self.screen and self._relabel():
-            return
-        super().bindings_changed(screen)
+        # As Footer does, once the screen has been drawn (the bindings are those of then, not of
+        # a screen switch half done), but in an app without the focus too.
+        self._bindings_ready = True
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self._update_keys)
+
+    async def _update_keys(self) -> None:
+        if not self._relabel():
+            await self.recompose()
 
     def _relabel(self) -> bool:
         """The keys Footer.compose would show, put into the FooterKeys there are, if they are as
@@ -37,7 +43,7 @@ class DashboardFooter(Footer):
                 wanted[binding.action] = (binding.key, self.app.get_key_display(binding), binding.description,
                                           binding.action, not enabled, tooltip)
         shown = [key for key in self.query(FooterKey) if not key.has_class("-command-palette")]
-        if len(shown) != len(wanted) or any(key.has_class("-grouped") for key in shown):
+        if not shown or len(shown) != len(wanted) or any(key.has_class("-grouped") for key in shown):
             return False
         for widget, (key, display, description, action, disabled, tooltip) in zip(shown, wanted.values()):
             looks = (widget.key_display, widget.description, widget._disabled)
