@@ -28,6 +28,7 @@ from model.tokenizer import CharTokenizer
 
 from .format import duration, si
 from .run_link import (
+    STEERING_OPS,
     Attached,
     CaughtUp,
     ControlRequested,
@@ -51,9 +52,6 @@ class RunReported(Message):
         super().__init__()
         self.notice = notice
 
-
-# The keys a read-only view (serve --read-only) shows dimmed and does not act on.
-STEERING = ("pause", "resume", "save", "evaluate")
 
 # Where the dashboard was left: how run_app reports the end to the shell.
 DETACHED, CLOSED, ENDED = "detached", "closed", "ended"
@@ -414,7 +412,7 @@ class ChargptApp(App[int]):
 
     # ---- keys ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in STEERING and self.read_only:
+        if action in STEERING_OPS and self.read_only:
             return None  # shown dimmed; pressed, the read_only binding says why nothing happens
         if action == "read_only":
             return self.read_only

@@ -100,7 +100,8 @@ Notice = Attached | EventReported | CaughtUp | ControlRequested | MemoryReported
 Notify = Callable[[Notice], None]
 
 
-STEERING_OPS = ("pause", "resume", "save", "evaluate", "stop")  # what a read-only view never sends
+# What a read-only view never sends (and, as the dashboard's actions of the same names, shows dimmed).
+STEERING_OPS = ("pause", "resume", "save", "evaluate", "stop")
 
 
 class RunLink:

@@ -124,7 +124,7 @@ class LossChart(PlotextPlot):
         """What PlotextPlot.render draws, without its round trip through text: plotext would
         encode its grid of cells as ANSI escapes (a string built a character at a time) and Rich
         decode them again; a third of a redraw's time. The cells are read from plotext's grid
-        instead, with the style the decoded escapes would have (tests/test_app.py compares)."""
+        instead, with the style the decoded escapes would have (tests/test_widgets.py compares)."""
         plot = self.plt
         width, height = self.size
         plot.plotsize(width, height)
