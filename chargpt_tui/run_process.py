@@ -93,7 +93,8 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
         # what --dtype (auto by default) chose on this machine, and why; the device's full name
         "precision": {"dtype": trainer.dtype, "reason": trainer.precision.reason},
         "device": {"type": trainer.device.type, "name": describe_device(trainer.device)},
-        "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus)},
+        "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus),
+                   "cache": str(corpus.cache.npy_path) if corpus.cache is not None else None},
         "vocab": "".join(corpus.tokenizer.chars),
         "resumed_from": resumed_from,
         "command": command,

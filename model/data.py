@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import CorpusError
+from .token_cache import Progress, TokenCache
 from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
 TRAIN_FRACTION = 0.9
@@ -126,12 +128,20 @@ def _stdlib_sources(root: Path) -> list[Path]:
 
 @dataclass
 class Corpus:
-    """A text encoded to ids, split 90/10 into training and validation data."""
+    """A text encoded to ids, split 90/10 into training and validation data.
+
+    The ids are in memory (`ids`), or in a token cache file (`cache`, model/token_cache.py) that
+    each batch reads through a memmap of its own: a text larger than RAM trains in little memory.
+    """
 
     name: str
     tokenizer: CharTokenizer
-    ids: np.ndarray  # uint8/uint16/uint32, one id per character
+    ids: np.ndarray | None = None  # uint8/uint16/uint32, one id per character; None: see cache
     description: str = ""  # for people: what the text is
+    cache: TokenCache | None = None
+    # cache ids -> tokenizer ids, when the tokenizer is not the cache's own (a checkpoint's
+    # vocabulary, a superset of the text's); None: the same
+    remap: np.ndarray | None = None
 
     @classmethod
     def from_text(cls, text: str, name: str, tokenizer: CharTokenizer | None = None) -> Corpus:
@@ -144,6 +154,7 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], tokenizer: CharTokenizer | None = None) -> Corpus:
+        """The text read and encoded in memory (see `cached` for texts of any size)."""
         name = str(path)
         raw = read_bytes(path)
         if not raw.isascii():
@@ -163,6 +174,31 @@ class Corpus:
         return cls(name=name, tokenizer=tokenizer, ids=ids)
 
     @classmethod
+    def cached(
+        cls,
+        path: str | os.PathLike[str],
+        tokenizer: CharTokenizer | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> Corpus:
+        """The text through its token cache, built first when missing or stale (progress and
+        notice: see TokenCache.open_or_build). A tokenizer (a checkpoint's) must hold every
+        character of the text; ids are mapped to it batch by batch."""
+        cache = TokenCache.open_or_build(path, cache_dir, progress, notice)
+        return cls.from_cache(cache, str(path), tokenizer)
+
+    @classmethod
+    def from_cache(cls, cache: TokenCache, name: str, tokenizer: CharTokenizer | None = None) -> Corpus:
+        remap = None
+        if tokenizer is not None and tokenizer.chars != list(cache.vocab):
+            unknown = [c for c in cache.vocab if c not in tokenizer.stoi]
+            if unknown:
+                raise CorpusError(f"{name}: {UnknownCharactersError(unknown)}")
+            remap = np.array([tokenizer.stoi[c] for c in cache.vocab], dtype=np.int64)
+        return cls(name=name, tokenizer=tokenizer or cache.tokenizer, cache=cache, remap=remap)
+
+    @classmethod
     def builtin(cls, tokenizer: CharTokenizer | None = None) -> Corpus:
         text, description = builtin_corpus_text()
         corpus = cls.from_text(text, BUILTIN_CORPUS_NAME, tokenizer)
@@ -171,10 +207,14 @@ class Corpus:
 
     def __post_init__(self) -> None:
         self.description = self.description or self.name
-        n = split_point(len(self.ids))
-        # torch views over the NumPy ids: no copy, and uint8 stays 1 byte a character.
-        self.train_data = torch.from_numpy(self.ids[:n])
-        self.val_data = torch.from_numpy(self.ids[n:])
+        if (self.ids is None) == (self.cache is None):
+            raise ValueError("a Corpus has its ids in memory or in a cache, one of the two")
+        self._n = len(self.ids) if self.ids is not None else self.cache.n_chars
+        self._split = split_point(self._n)
+        if self.ids is not None:
+            # torch views over the NumPy ids: no copy, and uint8 stays 1 byte a character.
+            self.train_data = torch.from_numpy(self.ids[: self._split])
+            self.val_data = torch.from_numpy(self.ids[self._split :])
 
     @property
     def path(self) -> str | None:
@@ -182,7 +222,7 @@ class Corpus:
         return None if self.name == BUILTIN_CORPUS_NAME else str(Path(self.name).resolve())
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._n
 
     def check_block_size(self, block_size: int) -> None:
         needed = min_chars_for(block_size)
@@ -200,7 +240,18 @@ class Corpus:
         The offsets are drawn exactly as the seed draws them; the rows are gathered with one
         indexing operation instead of a Python loop of slices.
         """
-        data = self.train_data if split == "train" else self.val_data
-        ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-        rows = data[ix.unsqueeze(1) + torch.arange(block_size + 1)].long()  # (B, T+1)
+        if self.cache is None:
+            data = self.train_data if split == "train" else self.val_data
+            ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+            rows = data[ix.unsqueeze(1) + torch.arange(block_size + 1)].long()  # (B, T+1)
+            return rows[:, :-1], rows[:, 1:]
+        # The same offsets from the same draws, gathered from a memmap opened for this batch
+        # alone: the ids are those the in-memory path would use, and the pages read are let go.
+        start, stop = (0, self._split) if split == "train" else (self._split, self._n)
+        ix = torch.randint(stop - start - block_size, (batch_size,), generator=generator)
+        where = (ix.unsqueeze(1) + torch.arange(block_size + 1)).numpy()
+        ids = self.cache.open(start, stop)
+        gathered = ids[where]
+        del ids
+        rows = torch.from_numpy(self.remap[gathered] if self.remap is not None else gathered.astype(np.int64))
         return rows[:, :-1], rows[:, 1:]

@@ -1,0 +1,448 @@
+"""A text encoded once into a file of ids, then read through numpy.memmap: corpora larger than RAM.
+
+    cache = TokenCache.open_or_build("big.txt")      # builds <cache dir>/big-<hash>.npy when needed
+    ids = cache.open()                               # a read-only np.memmap of every id
+
+The cache of a text is two files in the cache folder (``$CHARGPT_TUI_CACHE_DIR``, else
+``$XDG_CACHE_HOME/chargpt-tui/corpora``, else ``~/.cache/chargpt-tui/corpora``), named after the
+text's absolute path: ``<stem>-<hash>.npy`` holds one id per character (NumPy's own format, so
+``np.load(path, mmap_mode="r")`` reads it) and ``<stem>-<hash>.json`` the metadata (format
+version, vocabulary, dtype, counts, and the source's size, mtime and a hash of its first and last
+MiB). The metadata is written last: a cache is used only when the JSON is there, of this format
+version, describes the .npy as it is on disk, and the source as it is now. Anything else is
+rebuilt, with one line saying why.
+
+The text is read twice, in chunks, and never held whole: the first pass finds the vocabulary and
+the number of characters, the second encodes into the .npy. Each chunk is cut where a character
+ends and not right after a ``\\r`` (the rest goes to the next chunk), and decoded as Python's text
+mode decodes a file: strict UTF-8, one leading BOM dropped, ``\\r\\n`` and ``\\r`` read as ``\\n``.
+ASCII chunks, the common case, are counted and translated as bytes (no str is made of them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .errors import CorpusError
+from .tokenizer import CharTokenizer, _codepoints
+
+FORMAT_VERSION = 1
+CACHE_ENV = "CHARGPT_TUI_CACHE_DIR"
+CHUNK_BYTES = 64 * 1024 * 1024
+HASHED_BYTES = 1024 * 1024  # of the source's head and tail, in the metadata
+_BOM = b"\xef\xbb\xbf"
+_SLICE_CHARS = 1 << 22  # code points counted a slice at a time: bincount's int64 copy stays small
+
+# (bytes done, bytes to do, what is being done): called a few times a second at most
+Progress = Callable[[int, int, str], None]
+
+
+def default_cache_dir() -> Path:
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "chargpt-tui" / "corpora"
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """What identifies the text a cache was built from."""
+
+    size: int
+    mtime_ns: int
+    edges_sha256: str  # of the first and last MiB
+
+    @classmethod
+    def of(cls, path: Path) -> SourceStamp:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            digest = hashlib.sha256()
+            digest.update(f.read(HASHED_BYTES))
+            if st.st_size > HASHED_BYTES:
+                f.seek(max(HASHED_BYTES, st.st_size - HASHED_BYTES))
+                digest.update(f.read(HASHED_BYTES))
+        return cls(st.st_size, st.st_mtime_ns, digest.hexdigest())
+
+
+class CacheWriteError(CorpusError):
+    """The cache folder cannot be written (a read-only home, a full disk)."""
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    """A built, checked cache: the ids of `source` in `npy_path`, read through np.memmap."""
+
+    source: Path
+    npy_path: Path
+    vocab: str
+    dtype: np.dtype
+    n_chars: int
+    offset: int  # where the ids start in the .npy (after its header)
+    build_s: float | None = None  # seconds this process took to build it; None: it was there
+
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        return CharTokenizer(self.vocab)
+
+    def open(self, start: int = 0, stop: int | None = None) -> np.memmap:
+        """A fresh read-only memmap of ids[start:stop]. Drop it when done: pages read through a
+        long-lived map stay counted in the process's memory (nanoGPT re-opens per batch too)."""
+        stop = self.n_chars if stop is None else stop
+        return np.memmap(self.npy_path, dtype=self.dtype, mode="r",
+                         offset=self.offset + start * self.dtype.itemsize, shape=(stop - start,))
+
+    @classmethod
+    def open_or_build(
+        cls,
+        source: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: Progress | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> TokenCache:
+        """The cache of `source`, built first if it is missing or stale (`notice` hears why it
+        is rebuilt). CorpusError for a text that cannot be used, or a cache folder that cannot
+        be written."""
+        source = Path(source)
+        _check_source(source)
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheWriteError(f"cannot make the corpus cache folder {folder} ({exc.strerror or exc}); "
+                              f"set {CACHE_ENV} or --cache-dir to another") from None
+        base = folder / cache_name(source)
+        found, why = cls._load(source, base)
+        if found is not None:
+            return found
+        # One builder at a time per text (two runs started together, the ranks of a torchrun
+        # job): the others wait for it, then find its cache valid.
+        try:
+            lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise CacheWriteError(f"cannot write the corpus cache in {folder} ({exc.strerror or exc}); "
+                              f"set {CACHE_ENV} or --cache-dir to another folder") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            found, why_now = cls._load(source, base)
+            if found is not None:
+                return found
+            if why is not None and notice is not None:
+                notice(f"rebuilding the corpus cache of {source}: {why_now or why}")
+            return _build(source, base, progress)
+        finally:
+            os.close(lock_fd)
+
+    @classmethod
+    def _load(cls, source: Path, base: Path) -> tuple[TokenCache | None, str | None]:
+        """The cache at base if it is valid for source; else None and why (None: there is none)."""
+        meta_path, npy_path = Path(f"{base}.json"), Path(f"{base}.npy")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as exc:
+            return None, f"its metadata cannot be read ({exc})"
+        try:
+            if not isinstance(meta, dict) or meta.get("format") != "chargpt-tui token cache":
+                return None, "its metadata is not a chargpt-tui token cache"
+            if meta.get("version") != FORMAT_VERSION:
+                return None, f"it is format version {meta.get('version')}, this is version {FORMAT_VERSION}"
+            stamp = SourceStamp.of(source)
+            if (stamp.size, stamp.mtime_ns) != (meta["source"]["size"], meta["source"]["mtime_ns"]):
+                return None, "the text changed since it was built (size or modification time)"
+            if stamp.edges_sha256 != meta["source"]["edges_sha256"]:
+                return None, "the text changed since it was built (its contents)"
+            dtype, n = np.dtype(meta["dtype"]), int(meta["n_chars"])
+            with open(npy_path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):
+                    return None, "its id file is not the format it writes (torn or foreign)"
+                shape, fortran, file_dtype = np.lib.format.read_array_header_1_0(f)
+                offset = f.tell()
+                size = os.fstat(f.fileno()).st_size
+            if shape != (n,) or fortran or file_dtype != dtype or size != offset + n * dtype.itemsize:
+                return None, "its id file does not match its metadata (torn or foreign)"
+            vocab = str(meta["vocab"])
+            if len(vocab) != len(set(vocab)) or CharTokenizer(vocab).id_dtype != dtype:
+                return None, "its vocabulary does not match its id type"
+        except FileNotFoundError:
+            return None, "its id file is missing"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f"it cannot be read ({exc})"
+        return cls(source, npy_path, vocab, dtype, n, offset), None
+
+
+def cache_name(source: Path) -> str:
+    """<stem>-<12 hex digits of the absolute path's hash>: one cache per text file."""
+    resolved = str(source.resolve())
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in source.stem)[:40] or "text"
+    return f"{stem}-{hashlib.sha256(resolved.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
+
+
+def _check_source(source: Path) -> None:
+    try:
+        if source.is_dir():
+            raise CorpusError(f"{source} is a directory, not a text file")
+        with open(source, "rb"):
+            pass
+    except FileNotFoundError:
+        raise CorpusError(f"{source}: no such file") from None
+    except PermissionError:
+        raise CorpusError(f"{source}: permission denied") from None
+    except OSError as exc:
+        raise CorpusError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+# ---- building ----------------------------------------------------------------------------------
+def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
+    started = time.perf_counter()
+    name = str(source)
+    stamp = SourceStamp.of(source)
+    total = 2 * stamp.size
+    report = _Throttled(progress, total)
+
+    # pass 1: the vocabulary and the number of characters
+    counts = np.zeros(128, dtype=np.int64)
+    for done, piece in _pieces(source, name):
+        if not isinstance(piece, str):
+            counts[:128] += _ascii_counts(piece)
+        else:
+            counts = _add_codepoint_counts(counts, piece)
+        report(done, "reading")
+    n_chars = int(counts.sum())
+    if n_chars == 0:
+        raise CorpusError(f"{name} is empty")
+    tokenizer = CharTokenizer.from_counts(counts)
+    dtype = tokenizer.id_dtype
+    ascii_table = np.zeros(128, dtype=dtype)
+    for c in np.flatnonzero(counts[:128]):
+        ascii_table[c] = tokenizer.stoi[chr(c)]
+    translation = ascii_table.tobytes() + bytes(128) if dtype == np.uint8 else None
+
+    # pass 2: the ids, into a temporary file renamed into place when whole
+    npy_path, meta_path = Path(f"{base}.npy"), Path(f"{base}.json")
+    tmp = Path(f"{base}.npy.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_chars,)})
+            offset = f.tell()
+            written = 0
+            with _Writer(f) as writer:  # the disk writes one piece while the next is encoded
+                for done, piece in _pieces(source, name):
+                    if not isinstance(piece, str):
+                        if translation is not None:
+                            ids: bytes | bytearray | np.ndarray = piece.translate(translation)
+                        else:
+                            ids = ascii_table[np.frombuffer(piece, dtype=np.uint8)]
+                    else:
+                        ids = tokenizer.encode_array(piece)
+                    written += len(ids)
+                    if written > n_chars:
+                        break
+                    writer.write(ids)
+                    report(stamp.size + done, "encoding")
+            if written != n_chars or SourceStamp.of(source) != stamp:
+                raise CorpusError(f"{name} changed while it was being read; try again")
+            f.flush()
+            os.fsync(f.fileno())
+        # the old metadata goes first: never a JSON beside an .npy it does not describe
+        meta_path.unlink(missing_ok=True)
+        os.replace(tmp, npy_path)
+        meta = {
+            "format": "chargpt-tui token cache",
+            "version": FORMAT_VERSION,
+            "source": {"path": str(source.resolve()), "size": stamp.size, "mtime_ns": stamp.mtime_ns,
+                       "edges_sha256": stamp.edges_sha256},
+            "vocab": "".join(tokenizer.chars),
+            "dtype": dtype.str,
+            "n_chars": n_chars,
+            "counts": {c: int(counts[ord(c)]) for c in tokenizer.chars},
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+        _fsync_dir(base.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CacheWriteError(f"cannot write the corpus cache in {base.parent} ({exc.strerror or exc}); "
+                          f"set {CACHE_ENV} or --cache-dir to another folder") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    report(total, "done", force=True)
+    return TokenCache(source, npy_path, "".join(tokenizer.chars), dtype, n_chars, offset,
+                      build_s=time.perf_counter() - started)
+
+
+def _pieces(source: Path, name: str, chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes | bytearray | str]]:
+    """The text in pieces, each decoded as text mode would decode it: (bytes of the file read so
+    far, piece). An ASCII piece comes as bytes or a bytearray (its newlines normalised; valid
+    until the next piece is asked for: the buffer is read into again), any other as str.
+
+    A piece ends where a character ends, and never right after a '\\r' unless the file does (a
+    '\\r\\n' split over two reads is one newline); what is held back starts the next piece."""
+    chunk_bytes = max(chunk_bytes or CHUNK_BYTES, 8)
+    buf = bytearray(chunk_bytes)  # read into, again and again: no fresh pages to fault in
+    view = memoryview(buf)
+    with open(source, "rb") as f:
+        carry = f.read(len(_BOM))
+        offset = 0  # file offset of the first byte of carry
+        if carry == _BOM:  # one BOM dropped, as data.decode_text does
+            carry, offset = b"", len(_BOM)
+        while True:
+            view[: len(carry)] = carry
+            got = f.readinto(view[len(carry) :])
+            at_end = got == 0
+            filled = len(carry) + got
+            cut = filled if at_end else _safe_cut(view[:filled])
+            # the whole buffer when it can be (the consumer is done with it before the next read)
+            piece = buf if cut == filled == len(buf) else bytes(view[:cut])
+            carry = bytes(view[cut:filled])
+            if piece:
+                yield offset + cut, _decode(piece, offset, name)
+            offset += cut
+            if at_end:
+                return
+
+
+def _safe_cut(buf: memoryview) -> int:
+    """Where to end a piece of buf that more bytes follow: before an incomplete UTF-8 sequence
+    at its end, and before a final '\\r'."""
+    cut = len(buf)
+    i, back = cut - 1, 0
+    while i >= 0 and back < 3 and buf[i] & 0xC0 == 0x80:  # continuation bytes
+        i, back = i - 1, back + 1
+    if i >= 0 and buf[i] >= 0xC0:
+        needed = 2 if buf[i] < 0xE0 else 3 if buf[i] < 0xF0 else 4
+        if i + needed > cut:
+            cut = i
+    if cut > 0 and buf[cut - 1] == 0x0D:
+        cut -= 1
+    return cut
+
+
+def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearray | str:
+    nul = piece.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
+    if piece.isascii():
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return piece
+    try:
+        text = piece.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{name} is not UTF-8 text (invalid byte 0x{piece[exc.start]:02x} at offset {offset + exc.start})"
+        ) from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _ascii_counts(piece: bytes | bytearray) -> np.ndarray:
+    """How often each ASCII code occurs (torch's bincount reads bytes as they are: 4x NumPy's,
+    which widens them to int64 first)."""
+    import torch
+
+    with warnings.catch_warnings():  # "non-writable buffer": it is only read
+        warnings.simplefilter("ignore", UserWarning)
+        data = torch.frombuffer(piece, dtype=torch.uint8)
+    return torch.bincount(data, minlength=128)[:128].numpy()
+
+
+def _add_codepoint_counts(counts: np.ndarray, text: str) -> np.ndarray:
+    for start in range(0, len(text), _SLICE_CHARS):
+        found = np.bincount(_codepoints(text[start : start + _SLICE_CHARS]))
+        if len(found) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), dtype=np.int64)])
+        counts[: len(found)] += found
+    return counts
+
+
+class _Writer:
+    """Writes buffers to a file in a thread of its own (a write releases the GIL), one queued
+    behind the one being written; an error is raised in the caller, at the next write or at
+    the end."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="token-cache-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self.thread.start()
+        return self
+
+    def write(self, data: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(data)
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.f.write(data)
+                except BaseException as error:  # noqa: BLE001 - handed to the caller
+                    self.error = error
+
+
+class _Throttled:
+    """Passes progress on at most 10 times a second (and always at the end)."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.last = progress, total, 0.0
+
+    def __call__(self, done: int, what: str, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.progress is not None and (force or now - self.last >= 0.1):
+            self.last = now
+            self.progress(done, self.total, what)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
