@@ -1,0 +1,216 @@
+"""The token cache (model/token_cache.py): streamed in chunks, it must give the vocabulary and the
+ids of the in-memory path (which reads a file as Python's text mode does), on texts built to
+break the streaming; and it is correct or it is rebuilt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model.token_cache as token_cache
+from model.data import Corpus, CorpusError
+from model.token_cache import FORMAT_VERSION, TokenCache
+from model.tokenizer import CharTokenizer
+
+# 1-, 2-, 3- and 4-byte characters (the last beyond U+FFFF), and line ends of every kind
+PIECES = ["a", "é", "ж", "€", "日", "🙂", "𝄞", "\r\n", "\r", "\n", " ", "Z"]
+
+
+def adversarial_bytes(seed: int = 0, n: int = 400) -> bytes:
+    rng = np.random.default_rng(seed)
+    text = "".join(PIECES[i] for i in rng.integers(0, len(PIECES), n))
+    return "\ufeff".encode() + text.encode("utf-8") + b"\r"  # a BOM, and a '\r' as the very last byte
+
+
+def in_memory(path: Path, tokenizer: CharTokenizer | None = None) -> Corpus:
+    return Corpus.from_file(path, tokenizer)
+
+
+def cached_ids(cache: TokenCache) -> np.ndarray:
+    return np.asarray(cache.open()).copy()
+
+
+@pytest.mark.parametrize("chunk", list(range(8, 21)) + [64, 4096])
+def test_streaming_gives_the_in_memory_ids_at_every_chunk_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Chunks of 8..20 bytes put a boundary inside every multi-byte character and between the
+    '\\r' and '\\n' of some CRLF, at one chunk size or another."""
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", chunk)
+    path = tmp_path / "adversarial.txt"
+    path.write_bytes(adversarial_bytes(chunk))
+    expected = in_memory(path)
+    cache = TokenCache.open_or_build(path, tmp_path / "cache")
+    assert list(cache.vocab) == expected.tokenizer.chars
+    assert cache.n_chars == len(expected)
+    assert np.array_equal(cached_ids(cache), expected.ids)
+    assert "\r" not in cache.vocab and "\ufeff" not in cache.vocab
+    # and what text mode reads
+    assert expected.tokenizer.decode(cached_ids(cache)) == path.read_text(encoding="utf-8-sig")
+
+
+def test_every_boundary_inside_a_character_and_a_crlf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 4-byte character, then one CRLF, at each offset of a 16-byte chunk."""
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 16)
+    for shift in range(16):
+        path = tmp_path / f"shift{shift}.txt"
+        path.write_bytes(b"x" * shift + ("𝄞" * 9).encode() + b"\r\n" * 9 + "é\r\nz".encode() * 5)
+        cache = TokenCache.open_or_build(path, tmp_path / "cache")
+        expected = in_memory(path)
+        assert np.array_equal(cached_ids(cache), expected.ids), shift
+        assert list(cache.vocab) == expected.tokenizer.chars
+
+
+def test_ascii_chunks_with_crlf_across_a_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 8)
+    path = tmp_path / "dos.txt"
+    path.write_bytes(b"abcdefg\r\nhijklmn\r\rop\r\n" * 7)  # the first '\r' ends a chunk of 8
+    cache = TokenCache.open_or_build(path, tmp_path / "cache")
+    assert np.array_equal(cached_ids(cache), in_memory(path).ids)
+    assert cache.dtype == np.uint8
+
+
+def test_wide_vocabularies_take_wider_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 1000)
+    path = tmp_path / "cjk.txt"
+    path.write_text("".join(chr(0x4E00 + i) for i in range(600)) * 3 + "ascii\n" * 50, encoding="utf-8")
+    cache = TokenCache.open_or_build(path, tmp_path / "cache")
+    assert cache.dtype == np.uint16
+    assert np.array_equal(cached_ids(cache), in_memory(path).ids)
+    # and it is NumPy's own format
+    assert np.array_equal(np.load(cache.npy_path, mmap_mode="r"), in_memory(path).ids)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "is empty"),
+        (b"\xef\xbb\xbf", "is empty"),
+        (b"hello" * 10 + b"\x00" + b"world", "NUL byte at offset 50"),
+        ("héllo wörld ".encode() * 5 + b"\xff tail", "invalid byte 0xff at offset 70"),
+    ],
+)
+def test_bad_text_gives_the_in_memory_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, fragment: str
+) -> None:
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 16)  # the fault is in a later chunk
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    with pytest.raises(CorpusError) as streamed:
+        TokenCache.open_or_build(path, tmp_path / "cache")
+    with pytest.raises(CorpusError) as whole:
+        in_memory(path)
+    assert fragment in str(streamed.value)
+    assert str(streamed.value) == str(whole.value)
+    assert not list((tmp_path / "cache").glob("*.npy")) and not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def build(path: Path, folder: Path) -> tuple[TokenCache, list[str]]:
+    notices: list[str] = []
+    return TokenCache.open_or_build(path, folder, notice=notices.append), notices
+
+
+def test_a_valid_cache_is_used_and_anything_else_rebuilt(tmp_path: Path) -> None:
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text("to be or not to be\n" * 50, encoding="utf-8")
+    first, notices = build(path, folder)
+    assert first.build_s is not None and notices == []
+    again, notices = build(path, folder)
+    assert again.build_s is None and notices == []  # used as it is
+    meta_path = first.npy_path.with_suffix(".json")
+
+    # the source changed: size, then contents at the same size (and a new mtime)
+    path.write_text("to be or not to be\n" * 51, encoding="utf-8")
+    rebuilt, notices = build(path, folder)
+    assert rebuilt.build_s is not None and "changed" in notices[0]
+    assert rebuilt.n_chars == 19 * 51
+    path.write_text("TO BE or not to be\n" * 51, encoding="utf-8")
+    os.utime(path, ns=(0, json.loads(meta_path.read_text())["source"]["mtime_ns"]))  # even with the old mtime
+    rebuilt, notices = build(path, folder)
+    assert "changed" in notices[0] and "T" in rebuilt.vocab
+
+    # a torn id file, a foreign one, garbage metadata, another format version, no metadata
+    with open(first.npy_path, "r+b") as f:
+        f.truncate(os.path.getsize(first.npy_path) - 1)
+    rebuilt, notices = build(path, folder)
+    assert "torn or foreign" in notices[0]
+    np.save(first.npy_path, np.zeros(rebuilt.n_chars, dtype=np.int64))
+    _, notices = build(path, folder)
+    assert "torn or foreign" in notices[0]
+    meta_path.write_text("{not json", encoding="utf-8")
+    _, notices = build(path, folder)
+    assert "cannot be read" in notices[0]
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": FORMAT_VERSION + 1}), encoding="utf-8")
+    _, notices = build(path, folder)
+    assert f"version {FORMAT_VERSION + 1}" in notices[0]
+    meta_path.unlink()
+    rebuilt, notices = build(path, folder)
+    assert rebuilt.build_s is not None and notices == []  # never finished: built, nothing to explain
+    assert np.array_equal(cached_ids(rebuilt), in_memory(path).ids)
+    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".lock", ".npy"]  # nothing left behind
+
+
+def test_a_failed_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed (here: an error) between the id file and the metadata: no JSON, so not used."""
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text("abc\n" * 100, encoding="utf-8")
+
+    def fail(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(token_cache, "_write_atomically", fail)
+    with pytest.raises(token_cache.CacheWriteError, match="No space left on device"):
+        TokenCache.open_or_build(path, folder)
+    assert not list(folder.glob("*.json")) and not list(folder.glob("*.tmp"))
+    monkeypatch.undo()
+    cache, notices = build(path, folder)
+    assert cache.build_s is not None and notices == []
+
+
+def test_batches_from_the_cache_are_the_in_memory_batches(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("".join(PIECES[i % 9] + "abcdefg"[i % 7] for i in range(3000)), encoding="utf-8")
+    memory, cached = in_memory(path), Corpus.cached(path, cache_dir=tmp_path / "cache")
+    assert len(cached) == len(memory) and cached.tokenizer.chars == memory.tokenizer.chars
+    for split in ("train", "val"):
+        g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        for _ in range(3):
+            a, b = memory.get_batch(split, 8, 16, g1), cached.get_batch(split, 8, 16, g2)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and b[0].dtype == torch.long
+
+
+def test_a_checkpoints_vocabulary_maps_the_ids(tmp_path: Path) -> None:
+    """Resuming on a text that uses fewer characters than the checkpoint knows."""
+    path = tmp_path / "t.txt"
+    path.write_text("the cat sat on the mat\n" * 40, encoding="utf-8")
+    wider = CharTokenizer("the cat sat on the mat\nXYZ!")
+    memory, cached = in_memory(path, wider), Corpus.cached(path, wider, tmp_path / "cache")
+    assert cached.tokenizer is wider and cached.remap is not None
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(memory.get_batch("train", 4, 8, g1)[0], cached.get_batch("train", 4, 8, g2)[0])
+    with pytest.raises(CorpusError, match="not in the vocabulary"):
+        Corpus.cached(path, CharTokenizer("the ca"), tmp_path / "cache")
+
+
+def test_prepare_command(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("hello world\n" * 100, encoding="utf-8")
+    env = {**os.environ, "CHARGPT_TUI_CACHE_DIR": str(tmp_path / "default")}
+    run = [sys.executable, "-m", "chargpt_tui", "prepare", str(path)]
+    first = subprocess.run([*run, "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "cached 1,200 characters (9 distinct)" in first.stdout and str(tmp_path / "c") in first.stdout
+    again = subprocess.run([*run, "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, env=env)
+    assert "up to date" in again.stdout
+    default = subprocess.run(run, capture_output=True, text=True, env=env)
+    assert str(tmp_path / "default") in default.stdout
+    missing = subprocess.run([*run[:-1], str(tmp_path / "nope.txt")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
