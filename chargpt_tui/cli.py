@@ -74,7 +74,7 @@ dropout_float = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 # Flags that become config fields (dest -> field name is the same).
 MODEL_FLAGS = ("block_size", "n_embed", "n_layers", "n_heads", "dropout")
 TRAIN_FLAGS = (
-    "batch_size", "max_iters", "eval_interval", "eval_iters", "learning_rate", "lr_schedule", "warmup_iters",
+    "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "learning_rate", "lr_schedule", "warmup_iters",
     "min_lr", "weight_decay", "grad_clip", "sample_interval", "sample_tokens", "device", "dtype", "threads", "seed",
 )
 
@@ -109,7 +109,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=list(PRESETS), default=None, help="hyperparameter recipe (default: seed)")
     _add_model_flags(p.add_argument_group("model (defaults: the seed's)"))
     t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=positive_int, help="sequences per step (64)")
+    t.add_argument("--batch-size", type=positive_int,
+                   help="sequences per step, over all processes of a torchrun job (64)")
+    t.add_argument("--grad-accum", type=positive_int,
+                   help="split each step's batch into this many micro-batches, for less memory (1)")
     t.add_argument("--max-iters", type=positive_int, help="training steps (5000)")
     t.add_argument("--eval-interval", type=positive_int, help="steps between evaluations (500)")
     t.add_argument("--eval-iters", type=positive_int, help="batches per split in an evaluation (200)")
@@ -249,8 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---- training ----------------------------------------------------------------------------------
-def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, TrainConfig, RunDir, dict[str, Any] | None]:
-    """Everything that can fail on bad input, checked before anything is written."""
+def prepare_training(
+    args: argparse.Namespace, create_run_dir: bool = True
+) -> tuple[Corpus, GPTConfig, TrainConfig, RunDir, dict[str, Any] | None]:
+    """Everything that can fail on bad input, checked before anything is written (the run
+    directory is made last, unless create_run_dir is False: a torchrun rank other than 0)."""
     from model.checkpoint import configs_from_checkpoint, load_checkpoint
     from model.tokenizer import CharTokenizer
 
@@ -292,7 +298,8 @@ def prepare_training(args: argparse.Namespace) -> tuple[Corpus, GPTConfig, Train
     else:
         out_dir = RunDir.default_path(corpus.name)
     run_dir = RunDir(out_dir)
-    run_dir.prepare()
+    if create_run_dir:
+        run_dir.prepare()
     return corpus, model_config, train_config, run_dir, resume_state
 
 
@@ -322,6 +329,12 @@ def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state
 
 
 def train_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from model.distributed import torchrun_world
+
+    if torchrun_world() is not None:  # one process of several, started by torchrun
+        from .torchrun import train_rank
+
+        return train_rank(args, argv)
     here = args.headless or args.spawned or not sys.stdout.isatty()
     if here:  # this process trains: malloc tuned from the start (the cache build reuses its buffers too)
         from model.device import tune_malloc

@@ -17,6 +17,7 @@ from typing import Any
 
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
+from model.distributed import ProcessGroup
 from model.rundir import MetricsLog, RunDir, RunDirError
 from model.trainer import RunResult, Trainer
 
@@ -37,12 +38,18 @@ def train_here(
     command: list[str],
     on_hangup: str = "detach",
     spawned: bool = False,
+    group: ProcessGroup | None = None,
+    viewer_on_terminal: bool = False,
 ) -> int:
     """Train in this process and serve viewers meanwhile; the exit status of the run.
 
     spawned: started by a dashboard. Then a NaN holds the run paused for the person to read, and
     when training ends the process stays while viewers are attached (their g, s and e still
     work, as on the dashboard that started it) and leaves with the last one.
+
+    group: this is rank 0 of a torchrun job (chargpt_tui/torchrun.py). viewer_on_terminal: open
+    the dashboard on this terminal, as a viewer process of its own, once viewers can attach;
+    this process's lines then go to <run>/train.log.
     """
     corpus, model_config, train_config, run_dir, resume_state = prepared
     lock = RunLock(run_dir.path)
@@ -60,7 +67,8 @@ def train_here(
             # Viewers on this machine draw while this trains: their key presses come first.
             lower_thread_priority()
         trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state,
-                          event_interval_s=0.5, on_divergence="pause" if spawned else "stop")
+                          event_interval_s=0.5, on_divergence="pause" if spawned or viewer_on_terminal else "stop",
+                          group=group)
         run_dir.write_config(run_config(trainer, preset, resumed_from, command))
         metrics = MetricsLog(run_dir.metrics_path)
         trainer.add_listener(metrics)
@@ -69,8 +77,11 @@ def train_here(
         # it emits through the trainer, from within the event that prompted it: listeners added
         # before it have had that event already (the log printer, added later, sees the hint first)
         trainer.add_listener(SlowRunHint(trainer, preset))
+        if viewer_on_terminal and server is not None:
+            _open_viewer(run_dir.path)
         try:
-            return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned)
+            return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned or viewer_on_terminal,
+                                one_interrupt=group is not None)
         finally:
             if server is not None:
                 server.close()
@@ -97,6 +108,8 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
                    "cache": str(corpus.cache.npy_path) if corpus.cache is not None else None},
         "vocab": "".join(corpus.tokenizer.chars),
         "resumed_from": resumed_from,
+        "processes": {"world_size": trainer.group.world_size, "backend": trainer.group.backend}
+        if trainer.group is not None else {"world_size": 1},
         "command": command,
         "version": __version__,
     }
@@ -121,9 +134,11 @@ def _start_server(trainer: Trainer, run_dir: Path, lock: RunLock, preset: str | 
     return server
 
 
-def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach", linger: bool = False) -> int:
+def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach", linger: bool = False,
+                 one_interrupt: bool = False) -> int:
     """Train with plain log lines; SIGINT and SIGTERM stop with a checkpoint; SIGHUP too with
-    on_hangup="stop", else the run goes on and its lines go to <run>/train.log."""
+    on_hangup="stop", else the run goes on and its lines go to <run>/train.log. A second Ctrl-C
+    ends at once, unless one_interrupt (torchrun passes on the Ctrl-C its workers had already)."""
     from .headless import HeadlessPrinter
 
     trainer.add_listener(HeadlessPrinter())
@@ -136,7 +151,7 @@ def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach"
         # First signal: stop at the next step boundary and save. A second Ctrl-C ends at once.
         caught.append(signum)
         trainer.stop()
-        if signum == signal.SIGINT:
+        if signum == signal.SIGINT and not one_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
@@ -178,6 +193,23 @@ def _ending(trainer: Trainer, result: RunResult, caught: list[int]) -> tuple[int
     where = f"checkpoints in {trainer.run_dir.path}" if trainer.run_dir else ""
     summary = "; ".join(p for p in (f"at step {result.iter}", best, where) if p)
     return code, summary, result.error or unsaved
+
+
+def _open_viewer(run_dir: Path) -> None:
+    """The dashboard on this terminal, in a process of its own (`chargpt-tui attach`), and this
+    process's lines to train.log from now on."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                        "MASTER_PORT", "TORCHELASTIC_RUN_ID")}
+    subprocess.Popen([sys.executable, "-m", "chargpt_tui", "attach", str(run_dir)], env=env, close_fds=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(log, fd)
+    os.close(log)
 
 
 def _log_to_run_dir(trainer: Trainer) -> None:

@@ -17,6 +17,7 @@ A checkpoint is a dict of tensors and plain Python values only, so that
     rng                     torch (CPU), cuda (list), train_batches, eval_batches, samples
     history                 step_iters, step_losses (bounded), eval_iters, train_losses, val_losses
     corpus                  {"name": path or "python-stdlib", "n_chars": ...}
+    world_size              the processes that trained it (torchrun; absent: 1); any number resumes it
 """
 
 from __future__ import annotations
@@ -205,8 +206,18 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[GPT, CharTokenizer]:
         raise CheckpointError("checkpoint vocabulary does not match its model's vocab_size")
     model = GPT(model_config)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(unwrapped_weights(state["model"]))
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint weights do not fit the model ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, tokenizer
+
+
+def unwrapped_weights(weights: dict[str, Any]) -> dict[str, Any]:
+    """A state dict without the prefixes DDP ("module.") and torch.compile ("_orig_mod.") add."""
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    weights = dict(weights)
+    for prefix in ("module.", "_orig_mod."):
+        consume_prefix_in_state_dict_if_present(weights, prefix)
+    return weights

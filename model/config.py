@@ -45,7 +45,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: over all processes and micro-steps of a step
+    grad_accum: int = 1  # micro-steps a step's batch is split into (gradients summed)
     max_iters: int = 5000
     eval_interval: int = 500
     eval_iters: int = 200
@@ -68,7 +69,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in (
-            "batch_size", "max_iters", "eval_interval", "eval_iters", "learning_rate",
+            "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "learning_rate",
             "sample_interval", "sample_tokens",
         ):
             _require_positive(name, getattr(self, name))
@@ -77,6 +78,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise ConfigError("beta1 and beta2 must be in [0, 1)")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
         if self.dtype not in DTYPES:

@@ -233,25 +233,32 @@ class Corpus:
             )
 
     def get_batch(
-        self, split: str, batch_size: int, block_size: int, generator: torch.Generator | None = None
+        self, split: str, batch_size: int, block_size: int, generator: torch.Generator | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random rows of block_size ids (x) and the same rows shifted by one (y), as the seed does.
 
         The offsets are drawn exactly as the seed draws them; the rows are gathered with one
-        indexing operation instead of a Python loop of slices.
+        indexing operation instead of a Python loop of slices. `rows` (start, stop): only those
+        rows of the batch are gathered, though all its offsets are drawn (a process of several
+        takes its share of the batch one process would have drawn).
         """
         if self.cache is None:
             data = self.train_data if split == "train" else self.val_data
             ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-            rows = data[ix.unsqueeze(1) + torch.arange(block_size + 1)].long()  # (B, T+1)
-            return rows[:, :-1], rows[:, 1:]
+            if rows is not None:
+                ix = ix[rows[0] : rows[1]]
+            batch = data[ix.unsqueeze(1) + torch.arange(block_size + 1)].long()  # (B, T+1)
+            return batch[:, :-1], batch[:, 1:]
         # The same offsets from the same draws, gathered from a memmap opened for this batch
         # alone: the ids are those the in-memory path would use, and the pages read are let go.
         start, stop = (0, self._split) if split == "train" else (self._split, self._n)
         ix = torch.randint(stop - start - block_size, (batch_size,), generator=generator)
+        if rows is not None:
+            ix = ix[rows[0] : rows[1]]
         where = (ix.unsqueeze(1) + torch.arange(block_size + 1)).numpy()
         ids = self.cache.open(start, stop)
         gathered = ids[where]
         del ids
-        rows = torch.from_numpy(self.remap[gathered] if self.remap is not None else gathered.astype(np.int64))
-        return rows[:, :-1], rows[:, 1:]
+        batch = torch.from_numpy(self.remap[gathered] if self.remap is not None else gathered.astype(np.int64))
+        return batch[:, :-1], batch[:, 1:]

@@ -8,6 +8,10 @@ Controls (pause, resume, request_save, request_eval, stop, snapshot) may be call
 thread; they are acted on between steps, so a checkpoint never lands mid-step. The trainer
 never prints and never waits on a listener: step events are batched to a few per second.
 
+With a ProcessGroup (model/distributed.py, torchrun) the same loop runs in every process: each
+computes its rows of the global batch, DDP averages the gradients, and rank 0's controls are
+agreed on by all at each step boundary (`_agree`); only rank 0 samples and saves.
+
 Iteration numbering: ``iter`` counts the steps done. At each iteration the loop first does what
 is due there (evaluation at 0, every eval_interval and at max_iters; a sample every
 sample_interval; a checkpoint after each evaluation, once that step's sample is taken too), then
@@ -30,11 +34,12 @@ from typing import Any
 import torch
 
 from . import events as ev
-from .checkpoint import save_checkpoint
-from .config import GPTConfig, TrainConfig
+from .checkpoint import save_checkpoint, unwrapped_weights
+from .config import ConfigError, GPTConfig, TrainConfig
 from .control import Requests, RunControl
 from .data import Corpus
 from .device import choose_device, describe_device
+from .distributed import ProcessGroup, guarded, no_sync
 from .flops import flops_per_token
 from .gpt import GPT
 from .history import LossHistory
@@ -46,6 +51,12 @@ Listener = Callable[[ev.Event], None]
 
 # A slow run shows one sample after this much training, when its first scheduled one is further off.
 EARLY_SAMPLE_AFTER_S = 60.0
+
+
+def _taken(event: Any) -> bool:
+    was = event.is_set()
+    event.clear()
+    return was
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,11 +87,16 @@ class Trainer:
         listeners: tuple[Listener, ...] = (),
         event_interval_s: float = 0.25,
         on_divergence: str = "stop",
+        group: ProcessGroup | None = None,
     ) -> None:
         if on_divergence not in ("stop", "pause"):
             raise ValueError("on_divergence is 'stop' or 'pause'")
         model_config.validate()
         train_config.validate()
+        world = group.world_size if group is not None else 1
+        if train_config.batch_size % (world * train_config.grad_accum):
+            raise ConfigError(f"the batch size ({train_config.batch_size}) must be divisible by the number of "
+                              f"processes times --grad-accum ({world} x {train_config.grad_accum})")
         if model_config.vocab_size != corpus.tokenizer.vocab_size:
             raise ValueError("model vocab_size differs from the corpus vocabulary")
         corpus.check_block_size(model_config.block_size)
@@ -96,7 +112,13 @@ class Trainer:
         self.on_divergence = on_divergence
         self.diverged: str | None = None
 
+        self.group = group
+        self.is_main = group is None or group.is_main  # the process that samples, saves and reports
+        self._rows = group.rows(train_config.batch_size) if group is not None else None  # of each batch
+        self._live_group: ProcessGroup | None = None  # the group while the loop runs (collectives)
         self.device = choose_device(train_config.device)
+        if group is not None:
+            self.device = group.device(self.device)
         # --dtype auto (or the dtype asked for) on this device: what training runs in, and why
         self.precision = choose_precision(train_config.dtype, self.device)
         self.dtype = self.precision.dtype
@@ -106,6 +128,7 @@ class Trainer:
         torch.manual_seed(train_config.seed)  # model init and dropout
         self.model = GPT(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, train_config)
+        self.train_model = self.model  # what a training step calls: the model, or DDP around it
         self.scaler = grad_scaler(self.device, self.dtype)  # float16's; None otherwise
         # Separate generators for training batches, evaluation batches and samples: an extra
         # evaluation or sample (a key press) never changes which batches training sees.
@@ -131,12 +154,26 @@ class Trainer:
         self._due_done = False
         self._last_saved_iter = -1  # the step ckpt.pt in run_dir holds, as far as this run knows
         self.last_save_error: str | None = None  # why the latest save failed; None after a success
+        self._warnings: list[str] = [self.precision.warning] if self.precision.warning else []
         if resume is not None:
             self._restore(resume)
             if run_dir is not None and run_dir.ckpt_path.exists():
                 self._last_saved_iter = self.iter
+            saved_world = int(resume.get("world_size", 1))
+            if saved_world != world:
+                self._warnings.append(
+                    f"resumed with {world} process(es) from a checkpoint trained with {saved_world}: training goes "
+                    "on from it, but not bit for bit as it would have with the same number")
+        if group is not None:
+            self.train_model = group.wrap(self.model)
+            if not group.is_main:  # dropout: other masks than rank 0's (whose stream is the checkpoint's)
+                torch.manual_seed(hash((train_config.seed, group.rank, self.iter)) & (2**63 - 1))
 
-        self.control = RunControl()  # pause, stop, and requests from other threads
+        self.control = RunControl()  # pause, stop, and requests: what the loop acts on
+        # where requests from other threads go: the loop's control itself, or (several processes)
+        # rank 0's inbox, which every rank's control follows at the agreed points (_agree)
+        self._asked = self.control if group is None else RunControl()
+        self._flush_now = False
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
@@ -149,39 +186,39 @@ class Trainer:
 
     @property
     def paused(self) -> bool:
-        return self.control.pause.is_set()
+        return self._asked.pause.is_set()
 
     def pause(self) -> None:
-        self.control.pause.set()
+        self._asked.pause.set()
         self.control.wake.set()
 
     def resume(self) -> bool:
         """Resume a paused loop. Refused (False) after the loss diverged: those weights are broken."""
         if self.diverged is not None:
             return False
-        self.control.pause.clear()
+        self._asked.pause.clear()
         self.control.wake.set()
         return True
 
     def request_save(self) -> None:
         """Save ckpt.pt at the next step boundary; at once (in this thread) when not training."""
-        self.control.ask(self.control.save.set, lambda: self._save(self.iter, "request"))
+        self.control.ask(self._asked.save.set, lambda: self._save(self.iter, "request"))
 
     def request_eval(self) -> None:
         """Evaluate at the next step boundary; at once (in this thread) when not training."""
-        self.control.ask(self.control.evaluate.set, lambda: self._requested_evaluation(self.iter))
+        self.control.ask(self._asked.evaluate.set, lambda: self._requested_evaluation(self.iter))
 
     def hint(self, message: str) -> None:
         """Pass advice on to every listener as a Hint event. For listeners (the loop's thread)."""
         self._emit(ev.Hint(self.iter, self._time_s(), message))
 
     def stop(self) -> None:
-        self.control.stop.set()
+        self._asked.stop.set()
         self.control.wake.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self.control.stop.is_set()
+        return self._asked.stop.is_set()
 
     def snapshot(self) -> Future[GPT]:
         """A copy of the model as it is now (eval mode), taken between steps.
@@ -209,9 +246,13 @@ class Trainer:
         try:
             with self.control.loop():  # requests queue for the loop inside; whoever asks does them after
                 self._emit(self._started_event())
-                if self.precision.warning:  # once, at the start: bfloat16 emulated, say
-                    self._emit(ev.Warning(self.iter, self._time_s(), self.precision.warning))
-                stopped = self._loop()
+                for warning in self._warnings:  # once, at the start: bfloat16 emulated, say
+                    self._emit(ev.Warning(self.iter, self._time_s(), warning))
+                self._live_group = self.group
+                try:
+                    stopped = self._loop()
+                finally:  # from here on, rank 0 alone: what it is asked it does by itself
+                    self._live_group = None
         except Exception as exc:  # reported as an event; the caller decides what to do
             failure = exc
         finally:
@@ -227,6 +268,9 @@ class Trainer:
             message = str(failure) if isinstance(failure, TrainingDiverged) else f"{type(failure).__name__}: {failure}"
             self._emit(ev.Failed(self.iter, self._time_s(), message))
             return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
+        if self.group is not None and self.is_main:  # asked as the loop ended, not yet agreed on
+            last = Requests(last.evaluate or _taken(self._asked.evaluate), last.save or _taken(self._asked.save),
+                            last.snapshots)
         self._serve_last_requests(last)
         if self.diverged is not None:  # held after a divergence, then stopped
             self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
@@ -260,6 +304,7 @@ class Trainer:
             self._due_done = True
             if best is not None:  # ckpt.pt (and best.pt) with everything due at `it` done
                 self._save(it, "eval", best=best)
+            self._agree()
             if not self._serve_requests(it, evaluated):
                 return self._stop_and_save()
             if it >= cfg.max_iters:
@@ -272,8 +317,17 @@ class Trainer:
             self.train_step(it)
             self.iter = it + 1
             self._due_done = False
-            if time.perf_counter() - self._last_flush >= self.event_interval_s:
+            if self._flush_now if self._live_group is not None else self._flush_due():
                 self._flush_steps()
+
+    def _flush_due(self) -> bool:
+        return time.perf_counter() - self._last_flush >= self.event_interval_s
+
+    def _agree(self) -> None:
+        """Several processes: every rank takes on rank 0's requests (see model/distributed.py).
+        One process: nothing to agree on."""
+        if self._live_group is not None:
+            self._flush_now = self._live_group.agree(self._asked, self.control, self.is_main and self._flush_due())
 
     def train_step(self, it: int) -> None:
         """One optimizer step at iteration `it` (the loop calls it; so does `chargpt-tui bench`)."""
@@ -282,18 +336,29 @@ class Trainer:
         lr = lr_at(it, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        xb, yb = self.corpus.get_batch("train", cfg.batch_size, self.model_config.block_size, self.train_gen)
+        xb, yb = self.corpus.get_batch("train", cfg.batch_size, self.model_config.block_size, self.train_gen,
+                                       rows=self._rows)
         xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-        with autocast(self.device, self.dtype):
-            _, loss = self.model(xb, yb)
         self.optimizer.zero_grad(set_to_none=True)
+        # the step's rows (this process's share) in grad_accum micro-steps; DDP averages the
+        # gradients over the processes in the last one's backward
+        accum = cfg.grad_accum
+        micro = len(xb) // accum
+        loss_sum = torch.zeros((), device=self.device)
+        for m in range(accum):
+            rows = slice(m * micro, (m + 1) * micro)
+            with no_sync(self.train_model, last=m == accum - 1), guarded(self.group):
+                with autocast(self.device, self.dtype):
+                    _, loss = self.train_model(xb[rows], yb[rows])
+                loss = loss / accum if accum > 1 else loss
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            loss_sum += loss.detach().float()
+        loss = loss_sum if self._live_group is None else self._live_group.mean(loss_sum)
         if self.scaler is None:
-            loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
         else:  # float16: scaled gradients, unscaled before clipping; a step with inf or NaN is skipped
-            self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -334,6 +399,7 @@ class Trainer:
             raise TrainingDiverged(self.diverged)
         self.diverged = f"{what}; training is held and these weights will not be saved; {self.kept_checkpoint()}"
         kept = self._kept_path()
+        self._asked.pause.set()
         self.control.pause.set()
         self._emit(ev.Diverged(self.iter, self._time_s(), self.diverged, str(kept) if kept else None,
                                self._last_saved_iter))
@@ -354,10 +420,14 @@ class Trainer:
             for s, split in enumerate(("train", "val")):
                 losses = torch.zeros(cfg.eval_iters)
                 for k in range(cfg.eval_iters):
+                    self._agree()  # several processes: a stop abandons the evaluation in all of them
                     if self.control.stop.is_set():
                         self.eval_gen.set_state(eval_gen_state)
                         raise _StopNow
-                    x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen)
+                    # several processes: each its rows of the batch, and the mean of their means below
+                    rows = self._rows if self._live_group is not None else None
+                    x, y = self.corpus.get_batch(split, cfg.batch_size, self.model_config.block_size, self.eval_gen,
+                                                 rows=rows)
                     with autocast(self.device, self.dtype):
                         _, loss = self.model(x.to(self.device), y.to(self.device))
                     losses[k] = loss.float().item()
@@ -365,6 +435,8 @@ class Trainer:
                     if now - last_report >= self.event_interval_s:
                         last_report = now
                         self._emit(ev.EvalProgress(it, self._time_s(), s * cfg.eval_iters + k + 1, total))
+                if self._live_group is not None:
+                    losses = self._live_group.mean(losses)
                 out[split] = losses.mean().item()
         finally:
             self.model.train()
@@ -401,6 +473,8 @@ class Trainer:
         first scheduled sample is still more than that away (at the seed's settings on a slow
         CPU, step 500 is ten minutes in). The schedule goes on as before after it."""
         first = min(self.config.sample_interval, self.config.max_iters)  # the first scheduled sample
+        if self.group is not None:  # decided by one process's clock: not where several must agree
+            return False
         if self._early_sampled or it == 0 or it >= first or self._steps_timed == 0:
             return False
         if self._steps_timed_s < self.early_sample_after_s:
@@ -412,7 +486,7 @@ class Trainer:
         # Broken weights must hold or stop the run, not crash the sampler.
         if self.diverged is None and not self._weights_are_finite():
             self._diverge(f"the weights are no longer finite at step {it}")
-        if self.diverged is not None:
+        if self.diverged is not None or not self.is_main:  # (the others checked the weights, as rank 0)
             return
         context = self.sample_context()
         self.model.eval()
@@ -432,8 +506,10 @@ class Trainer:
         self._emit(ev.Paused(it, self._time_s()))
         paused_at = time.perf_counter()
         while self.control.pause.is_set() and not self.control.stop.is_set():
-            self.control.wake.wait(timeout=1.0)
-            self.control.wake.clear()
+            if self.is_main:  # (the others wait for rank 0 in _agree)
+                self.control.wake.wait(timeout=1.0)
+                self.control.wake.clear()
+            self._agree()
             if not self._serve_requests(it):
                 break
         # time spent paused is not training time
@@ -458,12 +534,14 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _save(self, it: int, reason: str, best: bool = False) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None and self.group is None:
             return
-        path = self.run_dir.ckpt_path
         self._flush_steps()  # a NaN among the steps not yet reported stops (or holds) here, unsaved
         if self.diverged is None and not self._weights_are_finite():
             self._diverge(f"the weights are no longer finite at step {it}")
+        if self.run_dir is None:  # a rank other than 0: it checked what rank 0 checks, and writes nothing
+            return
+        path = self.run_dir.ckpt_path
         if self.diverged is not None:
             self.last_save_error = f"not saved, the weights are broken; {self.kept_checkpoint()}"
             self._emit(ev.CheckpointFailed(it, self._time_s(), str(path), self.last_save_error))
@@ -525,10 +603,11 @@ class Trainer:
                 "evals": torch.tensor(self.eval_history, dtype=torch.float64).reshape(-1, 3),
             },
             "corpus": {"name": self.corpus.name, "path": self.corpus.path, "n_chars": len(self.corpus)},
+            "world_size": self.group.world_size if self.group is not None else 1,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(unwrapped_weights(state["model"]))
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
             for group in self.optimizer.param_groups:  # the new config's betas and decay win
@@ -596,7 +675,7 @@ class Trainer:
         n_params = self.model.num_params()
         return ev.RunStarted(
             self.iter, self._time_s(), self.config.max_iters, n_params, self.model_config.vocab_size,
-            self.corpus.description, len(self.corpus), self.device.type, describe_device(self.device),
+            self.corpus.description, len(self.corpus), self.device.type, self._device_description(),
             self.dtype, torch.get_num_threads(), torch.__version__,
             str(self.run_dir.path) if self.run_dir else None, self._resumed,
             flops_per_token(self.model_config, n_params),
@@ -604,6 +683,12 @@ class Trainer:
             self.step_history.pairs(), tuple(self.eval_history),
             self.precision.reason, self.precision.short,
         )
+
+    def _device_description(self) -> str:
+        name = describe_device(self.device)
+        if self.group is None:
+            return name
+        return f"{name} x {self.group.world_size} processes ({self.group.backend})"
 
     def _emit(self, event: ev.Event) -> None:
         for listener in list(self.listeners):

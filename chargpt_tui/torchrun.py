@@ -1,0 +1,93 @@
+"""`torchrun ... -m chargpt_tui TEXT [flags]`: what each process of a data-parallel job does.
+
+Every rank reads the same flags and the same text (each builds or finds the token cache; one at
+a time), then joins the process group (model/distributed.py). Rank 0 is the run as one process
+would be: it holds the run directory, writes the checkpoints, metrics.jsonl and config.json,
+serves viewers, and shows the dashboard when it has a terminal (else log lines). The others
+train and write nothing; they follow rank 0's pause, save, evaluate and stop.
+
+The run directory, unless --out-dir names one, is runs/<text>-<torchrun's run id>: the same for
+every rank, and again when torchrun restarts the job (--max-restarts), which then resumes from
+that directory's latest checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from model.distributed import ProcessGroup, torchrun_world
+
+PROG = "chargpt-tui"
+EXIT_FAILED = 1
+
+
+def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
+    from .cli import prepare_training
+
+    world = torchrun_world()
+    assert world is not None
+    rank = world[0]
+    main = rank == 0
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if not args.out_dir:
+        if args.resume:
+            args.out_dir = str(Path(args.resume).resolve().parent)
+        else:
+            run_id = os.environ.get("TORCHELASTIC_RUN_ID", "") or "torchrun"
+            args.out_dir = str(Path("runs") / f"{_stem(args.text)}-{_safe(run_id)}")
+    latest = Path(args.out_dir) / "ckpt.pt"
+    if restarts > 0 and latest.exists():  # torchrun restarted the job: go on from where it got to
+        if main:
+            print(f"{PROG}: restart {restarts} of this job: resuming from {latest}", file=sys.stderr)
+        args.resume = str(latest)
+        args.preset = None
+    if not main:  # rank 0 tells the person; the others stay quiet
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides, and all stop together
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from model.device import choose_device, tune_malloc
+
+    tune_malloc()
+    prepared = prepare_training(args, create_run_dir=main)
+    corpus, model_config, train_config, run_dir, resume_state = prepared
+    group = ProcessGroup.from_env(choose_device(train_config.device).type)
+    assert group is not None
+    try:
+        if main:
+            from .run_process import train_here
+
+            preset = args.preset or ("seed" if not args.resume else None)
+            viewer = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
+            return train_here(prepared, preset, str(args.resume) if args.resume else None, ["torchrun", PROG, *argv],
+                              on_hangup=args.on_hangup, group=group, viewer_on_terminal=viewer)
+        return _follow(prepared, group)
+    finally:
+        group.close()
+
+
+def _follow(prepared: tuple, group: ProcessGroup) -> int:
+    """A rank other than 0: train, write nothing; say why only if it failed."""
+    from model.trainer import Trainer
+
+    corpus, model_config, train_config, _run_dir, resume_state = prepared
+    trainer = Trainer(corpus, model_config, train_config, run_dir=None, resume=resume_state, group=group)
+    result = trainer.run()
+    if result.status == "failed":
+        print(f"{PROG} (rank {group.rank}): {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _stem(text: str | None) -> str:
+    return _safe(Path(text).stem) if text else "python-stdlib"
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:64] or "run"
