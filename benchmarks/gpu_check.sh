@@ -2,7 +2,8 @@
 # On a machine with a CUDA GPU: everything this project checks there, in one go, with the GPU's
 # name on every figure. The test suite (with the tests marked cuda, which skip elsewhere), then
 # `chargpt-tui bench` in each dtype at the seed's settings and at the shakespeare preset's
-# model size, then the dashboard's overhead against headless in tmux (if tmux is there).
+# model size, then a short torchrun job on every GPU of the machine (NCCL), then the dashboard's
+# overhead against headless in tmux (if tmux is there).
 #
 #   benchmarks/gpu_check.sh [TEXT]        (TEXT: ../shared/data/tinyshakespeare.txt by default)
 set -uo pipefail
@@ -32,6 +33,16 @@ for dtype in float32 auto bfloat16 float16; do
     chargpt-tui bench --text "$text" --device cuda --dtype "$dtype" --n-layers 6 --n-embed 384 --n-heads 6 \
         --steps 50 --warmup 10 --gen-tokens 0 2>&1 | tail -1
 done
+
+gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+echo "== torchrun: the shakespeare preset on all $gpus GPU(s), NCCL, 200 steps, then resumed on one GPU"
+runs=$(mktemp -d)
+( cd "$runs" && timeout 600 torchrun --standalone --nproc-per-node="$gpus" -m chargpt_tui "$text" --preset shakespeare \
+    --device cuda --max-iters 200 --eval-interval 100 --eval-iters 20 --sample-interval 100 --headless \
+    --out-dir ddp 2>&1 | grep -E "training on|^step|finished|error|lost" ) || echo "torchrun: FAILED"
+( cd "$runs" && timeout 300 chargpt-tui --resume ddp/ckpt.pt --max-iters 220 --eval-interval 20 --headless 2>&1 \
+    | grep -E "resumed with|^step 220|finished|error" ) || echo "resume on one GPU: FAILED"
+rm -rf "$runs"
 
 if command -v tmux >/dev/null; then
     echo "== dashboard overhead against headless (tmux)"

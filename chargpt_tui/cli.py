@@ -74,8 +74,9 @@ dropout_float = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 # Flags that become config fields (dest -> field name is the same).
 MODEL_FLAGS = ("block_size", "n_embed", "n_layers", "n_heads", "dropout")
 TRAIN_FLAGS = (
-    "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "learning_rate", "lr_schedule", "warmup_iters",
-    "min_lr", "weight_decay", "grad_clip", "sample_interval", "sample_tokens", "device", "dtype", "threads", "seed",
+    "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "learning_rate", "lr_schedule",
+    "warmup_iters", "min_lr", "weight_decay", "grad_clip", "sample_interval", "sample_tokens", "device", "dtype",
+    "threads", "seed",
 )
 
 

@@ -15,8 +15,8 @@ from .format import about, duration
 
 if TYPE_CHECKING:
     from model.data import Corpus
-    from model.tokenizer import CharTokenizer
     from model.token_cache import TokenCache
+    from model.tokenizer import CharTokenizer
 
 PROG = "chargpt-tui"
 BAR_WIDTH = 24

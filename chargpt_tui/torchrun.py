@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from model.config import ConfigError
 from model.distributed import ProcessGroup, torchrun_world
 
 PROG = "chargpt-tui"
@@ -53,8 +54,13 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
     from model.device import choose_device, tune_malloc
 
     tune_malloc()
-    prepared = prepare_training(args, create_run_dir=main)
+    prepared = prepare_training(args, create_run_dir=False)
     corpus, model_config, train_config, run_dir, resume_state = prepared
+    if train_config.batch_size % (world[1] * train_config.grad_accum):
+        raise ConfigError(f"--batch-size {train_config.batch_size} must be divisible by the number of processes "
+                          f"times --grad-accum ({world[1]} x {train_config.grad_accum})")
+    if main:
+        run_dir.prepare()
     group = ProcessGroup.from_env(choose_device(train_config.device).type)
     assert group is not None
     try:

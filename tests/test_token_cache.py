@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,17 +198,19 @@ def test_a_checkpoints_vocabulary_maps_the_ids(tmp_path: Path) -> None:
         Corpus.cached(path, CharTokenizer("the ca"), tmp_path / "cache")
 
 
-def test_prepare_command(tmp_path: Path) -> None:
+def test_prepare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from chargpt_tui.cli import main
+
     path = tmp_path / "t.txt"
     path.write_text("hello world\n" * 100, encoding="utf-8")
-    env = {**os.environ, "CHARGPT_TUI_CACHE_DIR": str(tmp_path / "default")}
-    run = [sys.executable, "-m", "chargpt_tui", "prepare", str(path)]
-    first = subprocess.run([*run, "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, env=env)
-    assert first.returncode == 0, first.stderr
-    assert "cached 1,200 characters (9 distinct)" in first.stdout and str(tmp_path / "c") in first.stdout
-    again = subprocess.run([*run, "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, env=env)
-    assert "up to date" in again.stdout
-    default = subprocess.run(run, capture_output=True, text=True, env=env)
-    assert str(tmp_path / "default") in default.stdout
-    missing = subprocess.run([*run[:-1], str(tmp_path / "nope.txt")], capture_output=True, text=True, env=env)
-    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
+    monkeypatch.setenv("CHARGPT_TUI_CACHE_DIR", str(tmp_path / "default"))
+    assert main(["prepare", str(path), "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "cached 1,200 characters (9 distinct)" in out and str(tmp_path / "c") in out
+    assert main(["prepare", str(path), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["prepare", str(path)]) == 0
+    assert str(tmp_path / "default") in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "no such file" in err
