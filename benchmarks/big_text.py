@@ -7,7 +7,8 @@ Make a big text first, e.g. 10 GB of tinyshakespeare:
 [f.write(s) for _ in range(10**10//len(s)+1)]" ../shared/data/tinyshakespeare.txt big.txt
 
 Prints, as JSON lines:
-  prepare   `chargpt-tui prepare TEXT` from no cache: wall time, MB/s of text, peak RSS
+  prepare   `chargpt-tui prepare TEXT` from no cache: wall time, MB/s of text (per wall second
+            and per CPU second), peak RSS
   start     a headless run at the seed's settings with the cache built: seconds from the command
             to its first log line (the run started: corpus opened, model built; step 0's evaluation
             next), peak RSS over 20 steps
@@ -66,8 +67,9 @@ def timed(command: list[str], env: dict[str, str], on_line=None, sample_rss: boo
     if proc.returncode != 0:
         sys.exit(f"{command} failed ({proc.returncode}):\n{err[-2000:]}")
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) / 1024
-    return {"wall_s": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak), "rss_samples_mb": samples,
-            "stderr": err}
+    cpu_s = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", err).group(1)) for kind in ("User", "System"))
+    return {"wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(cpu_s, 2), "peak_rss_mb": round(peak),
+            "rss_samples_mb": samples, "stderr": err}
 
 
 def main() -> None:
@@ -88,7 +90,10 @@ def main() -> None:
         for f in cache_dir.glob("*"):
             f.unlink()
         r = timed([*cli, "prepare", str(text)], env)
+        # MB/s of text against the wall clock (the disk's write speed shows there) and against the
+        # CPU time the build took (user + system: what one core does, the disk aside)
         print(json.dumps({"case": "prepare", "wall_s": r["wall_s"], "text_mb_per_s": round(size / r["wall_s"] / 1e6),
+                          "cpu_s": r["cpu_s"], "text_mb_per_cpu_s": round(size / r["cpu_s"] / 1e6),
                           "peak_rss_mb": r["peak_rss_mb"]}))
 
         first: dict[str, float] = {}
