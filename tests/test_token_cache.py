@@ -86,6 +86,21 @@ def test_wide_vocabularies_take_wider_ids(tmp_path: Path, monkeypatch: pytest.Mo
     assert np.array_equal(np.load(cache.npy_path, mmap_mode="r"), in_memory(path).ids)
 
 
+@pytest.mark.parametrize("direct", [True, False])
+def test_direct_and_plain_writes_give_the_in_memory_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """O_DIRECT (aligned blocks from a staging buffer, the last partial block plainly) or not."""
+    monkeypatch.setattr(token_cache, "USE_DIRECT_IO", direct)
+    monkeypatch.setattr(token_cache._IdFile, "STAGE", 8192)  # many full stages, then a partial block
+    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 5000)
+    path = tmp_path / "t.txt"
+    path.write_bytes(adversarial_bytes(3, n=30_001))
+    cache = TokenCache.open_or_build(path, tmp_path / "cache")
+    assert np.array_equal(cached_ids(cache), in_memory(path).ids)
+    assert os.path.getsize(cache.npy_path) == cache.offset + cache.n_chars * cache.dtype.itemsize
+
+
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
