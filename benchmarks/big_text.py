@@ -120,7 +120,8 @@ def main() -> None:
                    "--sample-tokens", "20"], env, sample_rss=True)
         s = r["rss_samples_mb"]
         print(json.dumps({"case": "long", "steps": args.steps, "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"],
-                          "rss_after_10pct_mb": round(s[len(s) // 10]) if s else None, "rss_max_mb": round(max(s)) if s else None,
+                          "rss_after_10pct_mb": round(s[len(s) // 10]) if s else None,
+                          "rss_max_mb": round(max(s)) if s else None,
                           "rss_last_mb": round(s[-1]) if s else None, "samples": len(s)}))
     finally:
         shutil.rmtree(runs, ignore_errors=True)

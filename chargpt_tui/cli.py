@@ -307,6 +307,7 @@ def prepare_training(
 def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state: dict[str, Any] | None,
                  cache_dir: str | None = None) -> Corpus:
     from model.data import BUILTIN_CORPUS_NAME, Corpus
+    from model.distributed import is_main_process
 
     from .prepare import cached_corpus
 
@@ -318,11 +319,11 @@ def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state
             raise UsageError(f"the checkpoint was trained on {name}, which is not there; name the text to train on")
     if name is None or name == BUILTIN_CORPUS_NAME:
         corpus = Corpus.builtin(tokenizer)
-        if text is None and resume_state is None:
+        if text is None and resume_state is None and is_main_process():
             print(f"no TEXT given: training on the built-in corpus, {corpus.description}", file=sys.stderr)
         return corpus
     try:
-        return cached_corpus(name, tokenizer, cache_dir)
+        return cached_corpus(name, tokenizer, cache_dir, quiet=not is_main_process())
     except CorpusError as exc:
         if tokenizer is not None and "not in the vocabulary" in str(exc):
             raise CorpusError(f"{exc} of the checkpoint; resume on text the model knows") from None

@@ -60,23 +60,31 @@ class CacheProgress:
 
 
 def cached_corpus(path: str, tokenizer: CharTokenizer | None = None, cache_dir: str | None = None,
-                  stream: TextIO | None = None) -> Corpus:
+                  stream: TextIO | None = None, quiet: bool = False) -> Corpus:
     """The text through its cache (built with a progress line when needed). Where no cache can
-    be written, the text is read into memory as before, with a warning."""
+    be written, the text is read into memory as before, with a warning. quiet: say nothing (a
+    torchrun process other than rank 0, which says it all)."""
     from model.data import Corpus
     from model.token_cache import CacheWriteError, TokenCache
 
     stream = stream or sys.stderr
-    progress = CacheProgress(path, stream)
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"{PROG}: {message}", file=stream)
+
+    progress = CacheProgress(path, stream) if not quiet else None
     try:
-        cache = TokenCache.open_or_build(path, cache_dir, progress, notice=lambda m: print(f"{PROG}: {m}", file=stream))
+        cache = TokenCache.open_or_build(path, cache_dir, progress, notice=say)
     except CacheWriteError as exc:
-        progress.end()
-        print(f"{PROG}: warning: {exc}; reading the text into memory instead", file=stream)
+        if progress is not None:
+            progress.end()
+        say(f"warning: {exc}; reading the text into memory instead")
         return Corpus.from_file(path, tokenizer)
     finally:
-        progress.end()
-    if cache.build_s is not None and cache.build_s >= 1.0:  # the person waited: say for what, and where it is
+        if progress is not None:
+            progress.end()
+    if cache.build_s is not None and cache.build_s >= 1.0 and not quiet:  # the person waited: for what, where
         print(f"{PROG}: {built_line(cache)}", file=stream)
     return Corpus.from_cache(cache, path, tokenizer)
 

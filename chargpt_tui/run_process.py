@@ -66,8 +66,11 @@ def train_here(
         if spawned:
             # Viewers on this machine draw while this trains: their key presses come first.
             lower_thread_priority()
+        # a NaN holds the run for the person watching; several processes all stop (every one must
+        # act alike, and the others cannot know whether rank 0 is watched)
+        on_divergence = "pause" if (spawned or viewer_on_terminal) and group is None else "stop"
         trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state,
-                          event_interval_s=0.5, on_divergence="pause" if spawned or viewer_on_terminal else "stop",
+                          event_interval_s=0.5, on_divergence=on_divergence,
                           group=group)
         run_dir.write_config(run_config(trainer, preset, resumed_from, command))
         metrics = MetricsLog(run_dir.metrics_path)

@@ -17,17 +17,19 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from model.config import ConfigError
-from model.distributed import ProcessGroup, torchrun_world
+from model.distributed import DistributedError, ProcessGroup, torchrun_world
 
 PROG = "chargpt-tui"
 EXIT_FAILED = 1
+GRACE_S = 25.0  # torchrun kills what is left 30 s after passing a signal on
 
 
 def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
-    from .cli import prepare_training
+    from .cli import UsageError, prepare_training
 
     world = torchrun_world()
     assert world is not None
@@ -38,7 +40,9 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
         if args.resume:
             args.out_dir = str(Path(args.resume).resolve().parent)
         else:
-            run_id = os.environ.get("TORCHELASTIC_RUN_ID", "") or "torchrun"
+            run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+            if run_id in ("", "none"):  # torchrun without --standalone or --rdzv-id: the same id every job
+                raise UsageError("name the run directory with --out-dir (or give torchrun --rdzv-id, or --standalone)")
             args.out_dir = str(Path("runs") / f"{_stem(args.text)}-{_safe(run_id)}")
     latest = Path(args.out_dir) / "ckpt.pt"
     if restarts > 0 and latest.exists():  # torchrun restarted the job: go on from where it got to
@@ -46,11 +50,8 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"{PROG}: restart {restarts} of this job: resuming from {latest}", file=sys.stderr)
         args.resume = str(latest)
         args.preset = None
-    if not main:  # rank 0 tells the person; the others stay quiet
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides, and all stop together
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if not main:
+        _follow_signals(rank)
     from model.device import choose_device, tune_malloc
 
     tune_malloc()
@@ -64,6 +65,11 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
     group = ProcessGroup.from_env(choose_device(train_config.device).type)
     assert group is not None
     try:
+        try:
+            group.check_same_start(int(resume_state["iter"]) if resume_state is not None else 0)
+        except DistributedError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if main:
             from .run_process import train_here
 
@@ -87,6 +93,28 @@ def _follow(prepared: tuple, group: ProcessGroup) -> int:
         print(f"{PROG} (rank {group.rank}): {result.error}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _follow_signals(rank: int) -> None:
+    """Ctrl-C and SIGTERM reach every process (the terminal's, and torchrun passes them on): rank
+    0 stops the job at the next step boundary, with a checkpoint, and the others with it, so they
+    do not act on them. Unless rank 0 has not done so within GRACE_S (it is gone, or stuck in a
+    call the others' death would have ended): then they leave, saying why, before torchrun's kill."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        def leave() -> None:
+            print(f"{PROG} (rank {rank}): {signal.Signals(signum).name}, and rank 0 did not stop the job within "
+                  f"{GRACE_S:.0f} s: leaving", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+        timer = threading.Timer(GRACE_S, leave)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _stem(text: str | None) -> str:

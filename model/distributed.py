@@ -97,6 +97,11 @@ class ProcessGroup:
         """This rank's device: its own GPU on CUDA (cuda:LOCAL_RANK), else the one chosen."""
         return torch.device("cuda", self.local_rank) if chosen.type == "cuda" else chosen
 
+    @property
+    def comm_device(self) -> torch.device:
+        """Where tensors for collective calls live: NCCL takes only CUDA tensors, gloo CPU ones."""
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
     def rows(self, batch_size: int) -> tuple[int, int]:
         """This rank's rows [start, stop) of a global batch of batch_size rows."""
         per = batch_size // self.world_size
@@ -112,13 +117,14 @@ class ProcessGroup:
     def agree(self, inbox: RunControl, control: RunControl, flush_due: bool) -> bool:
         """Rank 0's requests (inbox) become every rank's (control). Returns whether to report the
         steps so far now (rank 0's clock decides)."""
-        flags = torch.zeros(5, dtype=torch.uint8)
+        asked = [0] * 5
         if self.is_main:
-            flags[STOP] = inbox.stop.is_set()
-            flags[PAUSE] = inbox.pause.is_set()
-            flags[EVALUATE] = _take(inbox.evaluate)
-            flags[SAVE] = _take(inbox.save)
-            flags[FLUSH] = flush_due
+            asked[STOP] = inbox.stop.is_set()
+            asked[PAUSE] = inbox.pause.is_set()
+            asked[EVALUATE] = _take(inbox.evaluate)
+            asked[SAVE] = _take(inbox.save)
+            asked[FLUSH] = flush_due
+        flags = torch.tensor(asked, dtype=torch.uint8, device=self.comm_device)
         self._collective(dist.broadcast, flags, src=0)
         got = flags.tolist()
         _mirror(control.stop, got[STOP])
@@ -129,11 +135,19 @@ class ProcessGroup:
             control.save.set()
         return bool(got[FLUSH])
 
+    def check_same_start(self, step: int) -> None:
+        """Every rank must start from the same step (the same checkpoint): one that read another
+        (a shared filesystem showing an older file) would call other collectives than the rest."""
+        steps = torch.tensor([step, -step], dtype=torch.int64, device=self.comm_device)
+        self._collective(dist.all_reduce, steps, op=dist.ReduceOp.MAX)
+        highest, lowest = int(steps[0]), -int(steps[1])
+        if highest != lowest:
+            raise DistributedError(f"rank {self.rank}: the processes start from different steps ({lowest} to "
+                                   f"{highest}, this one {step}): they must all read the same checkpoint")
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The mean over the ranks of each value (a new tensor; on CPU for gloo)."""
-        out = values.detach().float().clone()
-        if self.backend == "gloo":
-            out = out.cpu()
+        """The mean over the ranks of each value (a new tensor, where collectives run)."""
+        out = values.detach().float().to(self.comm_device, copy=True)
         self._collective(dist.all_reduce, out, op=dist.ReduceOp.SUM)
         return out / self.world_size
 

@@ -21,6 +21,7 @@ ASCII chunks, the common case, are counted and translated as bytes (no str is ma
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -31,9 +32,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -67,9 +68,20 @@ class SourceStamp:
     size: int
     mtime_ns: int
     edges_sha256: str  # of the first and last MiB
+    # the file itself: a copy with the same size and times (cp -p, rsync -t) is another inode, and
+    # any change to the file moves its ctime
+    inode: int = 0
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, path: Path) -> SourceStamp:
+        try:
+            return cls._of(path)
+        except OSError as exc:
+            raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+    @classmethod
+    def _of(cls, path: Path) -> SourceStamp:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             digest = hashlib.sha256()
@@ -77,7 +89,7 @@ class SourceStamp:
             if st.st_size > HASHED_BYTES:
                 f.seek(max(HASHED_BYTES, st.st_size - HASHED_BYTES))
                 digest.update(f.read(HASHED_BYTES))
-        return cls(st.st_size, st.st_mtime_ns, digest.hexdigest())
+        return cls(st.st_size, st.st_mtime_ns, digest.hexdigest(), st.st_ino, st.st_ctime_ns)
 
 
 class CacheWriteError(CorpusError):
@@ -94,6 +106,9 @@ class TokenCache:
     dtype: np.dtype
     n_chars: int
     offset: int  # where the ids start in the .npy (after its header)
+    # the .npy, open: batches map this file even if a rebuild (another run, a changed text)
+    # renames a new one over its name meanwhile
+    handle: BinaryIO = field(repr=False, compare=False)
     build_s: float | None = None  # seconds this process took to build it; None: it was there
 
     @property
@@ -104,7 +119,7 @@ class TokenCache:
         """A fresh read-only memmap of ids[start:stop]. Drop it when done: pages read through a
         long-lived map stay counted in the process's memory (nanoGPT re-opens per batch too)."""
         stop = self.n_chars if stop is None else stop
-        return np.memmap(self.npy_path, dtype=self.dtype, mode="r",
+        return np.memmap(self.handle, dtype=self.dtype, mode="r",
                          offset=self.offset + start * self.dtype.itemsize, shape=(stop - start,))
 
     @classmethod
@@ -138,12 +153,17 @@ class TokenCache:
             raise CacheWriteError(f"cannot write the corpus cache in {folder} ({exc.strerror or exc}); "
                               f"set {CACHE_ENV} or --cache-dir to another folder") from None
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            except OSError:  # no locks here (some network filesystems): build without
+                pass
             found, why_now = cls._load(source, base)
             if found is not None:
                 return found
             if why is not None and notice is not None:
                 notice(f"rebuilding the corpus cache of {source}: {why_now or why}")
+            for stale in base.parent.glob(f"{base.name}.npy.*.tmp"):  # a killed build's (its builder held this lock)
+                stale.unlink(missing_ok=True)
             return _build(source, base, progress)
         finally:
             os.close(lock_fd)
@@ -164,28 +184,41 @@ class TokenCache:
             if meta.get("version") != FORMAT_VERSION:
                 return None, f"it is format version {meta.get('version')}, this is version {FORMAT_VERSION}"
             stamp = SourceStamp.of(source)
-            if (stamp.size, stamp.mtime_ns) != (meta["source"]["size"], meta["source"]["mtime_ns"]):
-                return None, "the text changed since it was built (size or modification time)"
+            saved = meta["source"]
+            if (stamp.size, stamp.mtime_ns, stamp.inode, stamp.ctime_ns) != (
+                    saved["size"], saved["mtime_ns"], saved["inode"], saved["ctime_ns"]):
+                return None, "the text changed since it was built (its size, times or file)"
             if stamp.edges_sha256 != meta["source"]["edges_sha256"]:
                 return None, "the text changed since it was built (its contents)"
             dtype, n = np.dtype(meta["dtype"]), int(meta["n_chars"])
-            with open(npy_path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version != (1, 0):
-                    return None, "its id file is not the format it writes (torn or foreign)"
-                shape, fortran, file_dtype = np.lib.format.read_array_header_1_0(f)
-                offset = f.tell()
-                size = os.fstat(f.fileno()).st_size
-            if shape != (n,) or fortran or file_dtype != dtype or size != offset + n * dtype.itemsize:
-                return None, "its id file does not match its metadata (torn or foreign)"
             vocab = str(meta["vocab"])
             if len(vocab) != len(set(vocab)) or CharTokenizer(vocab).id_dtype != dtype:
                 return None, "its vocabulary does not match its id type"
+            f = open(npy_path, "rb")  # checked, then kept: the file checked is the file used
         except FileNotFoundError:
             return None, "its id file is missing"
+        except CorpusError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return None, f"it cannot be read ({exc})"
-        return cls(source, npy_path, vocab, dtype, n, offset), None
+        try:
+            offset = _check_npy(f, dtype, n)
+        except (OSError, ValueError) as exc:
+            f.close()
+            return None, f"its id file does not match its metadata (torn or foreign: {exc})"
+        return cls(source, npy_path, vocab, dtype, n, offset, f), None
+
+
+def _check_npy(f: BinaryIO, dtype: np.dtype, n: int) -> int:
+    """The offset of the ids in an .npy of n ids of dtype; ValueError if it is not one."""
+    if np.lib.format.read_magic(f) != (1, 0):
+        raise ValueError("not the .npy version written here")
+    shape, fortran, file_dtype = np.lib.format.read_array_header_1_0(f)
+    offset = f.tell()
+    size = os.fstat(f.fileno()).st_size
+    if shape != (n,) or fortran or file_dtype != dtype or size != offset + n * dtype.itemsize:
+        raise ValueError(f"{shape} {file_dtype}, {size} bytes")
+    return offset
 
 
 def cache_name(source: Path) -> str:
@@ -219,12 +252,16 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
 
     # pass 1: the vocabulary and the number of characters
     counts = np.zeros(128, dtype=np.int64)
-    for done, piece in _pieces(source, name):
-        if not isinstance(piece, str):
-            counts[:128] += _ascii_counts(piece)
-        else:
-            counts = _add_codepoint_counts(counts, piece)
-        report(done, "reading")
+    try:
+        for done, piece in _pieces(source, name):
+            if not isinstance(piece, str):
+                counts[:128] += _ascii_counts(piece)
+            else:
+                counts = _add_codepoint_counts(counts, piece)
+            report(done, "reading")
+    except _NotUtf8:
+        _raise_if_binary(source, name)  # as the whole-file check does: a NUL anywhere is named first
+        raise
     n_chars = int(counts.sum())
     if n_chars == 0:
         raise CorpusError(f"{name} is empty")
@@ -238,6 +275,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
     # pass 2: the ids, into a temporary file renamed into place when whole
     npy_path, meta_path = Path(f"{base}.npy"), Path(f"{base}.json")
     tmp = Path(f"{base}.npy.{os.getpid()}.tmp")
+    handle: BinaryIO | None = None
     try:
         with _IdFile(tmp) as f:
             np.lib.format.write_array_header_1_0(
@@ -261,14 +299,16 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             if written != n_chars or SourceStamp.of(source) != stamp:
                 raise CorpusError(f"{name} changed while it was being read; try again")
             f.finish()  # on the disk when this returns
+        handle = open(tmp, "rb")  # the file this process will read, whatever its name becomes
         # the old metadata goes first: never a JSON beside an .npy it does not describe
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, npy_path)
+        _fsync_dir(base.parent)  # the rename on the disk before the metadata that vouches for it
         meta = {
             "format": "chargpt-tui token cache",
             "version": FORMAT_VERSION,
             "source": {"path": str(source.resolve()), "size": stamp.size, "mtime_ns": stamp.mtime_ns,
-                       "edges_sha256": stamp.edges_sha256},
+                       "inode": stamp.inode, "ctime_ns": stamp.ctime_ns, "edges_sha256": stamp.edges_sha256},
             "vocab": "".join(tokenizer.chars),
             "dtype": dtype.str,
             "n_chars": n_chars,
@@ -277,25 +317,36 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
         }
         _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
         _fsync_dir(base.parent)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise CacheWriteError(f"cannot write the corpus cache in {base.parent} ({exc.strerror or exc}); "
-                          f"set {CACHE_ENV} or --cache-dir to another folder") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if handle is not None:
+            handle.close()
+        if isinstance(exc, OSError):  # (reading the text raises CorpusError)
+            raise CacheWriteError(f"cannot write the corpus cache in {base.parent} ({exc.strerror or exc}); "
+                                  f"set {CACHE_ENV} or --cache-dir to another folder") from None
         raise
     report(total, "done", force=True)
-    return TokenCache(source, npy_path, "".join(tokenizer.chars), dtype, n_chars, offset,
+    return TokenCache(source, npy_path, "".join(tokenizer.chars), dtype, n_chars, offset, handle,
                       build_s=time.perf_counter() - started)
 
 
-def _pieces(source: Path, name: str, chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes | bytearray | str]]:
+Pieces = Iterator[tuple[int, bytes | bytearray | str]]
+
+
+def _pieces(source: Path, name: str, chunk_bytes: int | None = None) -> Pieces:
     """The text in pieces, each decoded as text mode would decode it: (bytes of the file read so
     far, piece). An ASCII piece comes as bytes or a bytearray (its newlines normalised; valid
     until the next piece is asked for: the buffer is read into again), any other as str.
 
     A piece ends where a character ends, and never right after a '\\r' unless the file does (a
     '\\r\\n' split over two reads is one newline); what is held back starts the next piece."""
+    try:
+        yield from _read_pieces(source, name, chunk_bytes)
+    except OSError as exc:  # reading the text, not writing the cache
+        raise CorpusError(f"{name}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_pieces(source: Path, name: str, chunk_bytes: int | None) -> Pieces:
     chunk_bytes = max(chunk_bytes or CHUNK_BYTES, 8)
     buf = bytearray(chunk_bytes)  # read into, again and again: no fresh pages to fault in
     view = memoryview(buf)
@@ -336,6 +387,20 @@ def _safe_cut(buf: memoryview) -> int:
     return cut
 
 
+class _NotUtf8(CorpusError):
+    pass
+
+
+def _raise_if_binary(source: Path, name: str) -> None:
+    offset = 0
+    with open(source, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
+            offset += len(chunk)
+
+
 def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearray | str:
     nul = piece.find(b"\x00")
     if nul >= 0:
@@ -347,7 +412,7 @@ def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearr
     try:
         text = piece.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(
+        raise _NotUtf8(
             f"{name} is not UTF-8 text (invalid byte 0x{piece[exc.start]:02x} at offset {offset + exc.start})"
         ) from None
     if "\r" in text:
@@ -393,10 +458,15 @@ class _IdFile:
                 self.fd = os.open(path, flags | direct, 0o644)
             except OSError:  # EINVAL: the filesystem has no direct I/O
                 pass
-        self.direct = self.fd >= 0
-        if not self.direct:
+        self.stage: mmap.mmap | None = None
+        if self.fd >= 0:
+            try:
+                self.stage = mmap.mmap(-1, self.STAGE)  # page-aligned
+            except OSError:
+                os.close(self.fd)
+                self.fd = -1
+        if self.fd < 0:
             self.fd = os.open(path, flags, 0o644)
-        self.stage = mmap.mmap(-1, self.STAGE) if self.direct else None  # page-aligned
         self.fill = 0  # bytes in stage
         self.size = 0  # bytes written, staged included
 
@@ -431,17 +501,33 @@ class _IdFile:
         aligned = self.fill // self.BLOCK * self.BLOCK
         if aligned:
             with memoryview(self.stage) as stage:
-                _write_all(self.fd, stage[:aligned])
+                try:
+                    _write_all(self.fd, stage[:aligned])
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # the filesystem opened it for direct I/O but will not do it: plain writes
+                    # from here on (nothing was written by the refused call)
+                    self._plain()
+                    _write_all(self.fd, stage[: self.fill])
+                    self.fill = 0
+                    self.stage.close()
+                    self.stage = None
+                    return
             rest = self.fill - aligned
             self.stage[:rest] = self.stage[aligned : self.fill]
             self.fill = rest
+
+    def _plain(self) -> None:
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
 
     def finish(self) -> None:
         """Write what is staged and wait for the disk."""
         if self.stage is not None:
             self._write_blocks()
+        if self.stage is not None:
             if self.fill:  # the last, partial block: without O_DIRECT
-                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                self._plain()
                 with memoryview(self.stage) as stage:
                     _write_all(self.fd, stage[: self.fill])
                 self.fill = 0

@@ -271,7 +271,8 @@ class Trainer:
         if self.group is not None and self.is_main:  # asked as the loop ended, not yet agreed on
             last = Requests(last.evaluate or _taken(self._asked.evaluate), last.save or _taken(self._asked.save),
                             last.snapshots)
-        self._serve_last_requests(last)
+        if self.is_main:  # (what the others were asked is rank 0's, done by it)
+            self._serve_last_requests(last)
         if self.diverged is not None:  # held after a divergence, then stopped
             self._emit(ev.Failed(self.iter, self._time_s(), self.diverged))
             return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, self.diverged)

@@ -108,6 +108,8 @@ def test_direct_and_plain_writes_give_the_in_memory_ids(
         (b"\xef\xbb\xbf", "is empty"),
         (b"hello" * 10 + b"\x00" + b"world", "NUL byte at offset 50"),
         ("héllo wörld ".encode() * 5 + b"\xff tail", "invalid byte 0xff at offset 70"),
+        # a NUL after the first invalid byte, chunks later: named first, as the whole-file check does
+        ("héllo wörld ".encode() * 5 + b"\xff tail" + b"x" * 40 + b"\x00", "NUL byte at offset 116"),
     ],
 )
 def test_bad_text_gives_the_in_memory_message(
@@ -165,10 +167,40 @@ def test_a_valid_cache_is_used_and_anything_else_rebuilt(tmp_path: Path) -> None
     _, notices = build(path, folder)
     assert f"version {FORMAT_VERSION + 1}" in notices[0]
     meta_path.unlink()
+    (folder / f"{first.npy_path.stem}.npy.99999.tmp").write_bytes(b"a killed build's")
     rebuilt, notices = build(path, folder)
     assert rebuilt.build_s is not None and notices == []  # never finished: built, nothing to explain
     assert np.array_equal(cached_ids(rebuilt), in_memory(path).ids)
     assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".lock", ".npy"]  # nothing left behind
+
+
+def test_a_copy_with_the_same_size_and_times_is_another_text(tmp_path: Path) -> None:
+    """cp -p / rsync -t: same size, same mtime, same first and last MiB, another middle."""
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    head, tail = "a" * (1 << 20), "z" * (1 << 20)
+    path.write_text(head + "middle one\n" + tail, encoding="utf-8")
+    build(path, folder)
+    copy = tmp_path / "copy.txt"
+    copy.write_text(head + "MIDDLE TWO\n" + tail, encoding="utf-8")
+    st = path.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(copy, path)
+    rebuilt, notices = build(path, folder)
+    assert "changed" in notices[0] and "M" in rebuilt.vocab
+
+
+def test_a_run_keeps_reading_its_own_ids_when_the_cache_is_rebuilt(tmp_path: Path) -> None:
+    """Another run (or prepare) rebuilds the cache of a text that changed: a run that opened the
+    old cache goes on with the ids it started with, not the new file under the same name."""
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text("abcdefgh\n" * 300, encoding="utf-8")
+    expected = in_memory(path)
+    running = Corpus.cached(path, cache_dir=folder)
+    path.write_text("ZYXWVUTSRQ\n" * 500, encoding="utf-8")
+    rebuilt, _ = build(path, folder)
+    assert rebuilt.build_s is not None and rebuilt.npy_path == running.cache.npy_path
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(expected.get_batch("train", 8, 16, g1)[0], running.get_batch("train", 8, 16, g2)[0])
 
 
 def test_a_failed_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
