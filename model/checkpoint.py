@@ -74,7 +74,7 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
             os.replace(tmp_also, also)
             tmp_also = None
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         for leftover in (tmp, tmp_also):
             if leftover is not None:
@@ -133,7 +133,8 @@ def remove_stale_temporaries(folder: PathLike) -> list[Path]:
     return removed
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable (best effort: some filesystems cannot)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

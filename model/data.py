@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import CorpusError
+from .text_stream import read_error
 from .token_cache import Progress, TokenCache
 from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
@@ -53,12 +54,8 @@ def read_bytes(path: str | os.PathLike[str]) -> bytearray:
             rest = f.read()  # or grew
             if rest:
                 raw += rest
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except PermissionError:
-        raise CorpusError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise read_error(path, exc) from None
     return raw
 
 

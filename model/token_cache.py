@@ -7,16 +7,15 @@ The cache of a text is two files in the cache folder (``$CHARGPT_TUI_CACHE_DIR``
 ``$XDG_CACHE_HOME/chargpt-tui/corpora``, else ``~/.cache/chargpt-tui/corpora``), named after the
 text's absolute path: ``<stem>-<hash>.npy`` holds one id per character (NumPy's own format, so
 ``np.load(path, mmap_mode="r")`` reads it) and ``<stem>-<hash>.json`` the metadata (format
-version, vocabulary, dtype, counts, and the source's size, mtime and a hash of its first and last
+version, vocabulary, dtype, counts, and the source's size, times, inode and a hash of its first and last
 MiB). The metadata is written last: a cache is used only when the JSON is there, of this format
 version, describes the .npy as it is on disk, and the source as it is now. Anything else is
 rebuilt, with one line saying why.
 
-The text is read twice, in chunks, and never held whole: the first pass finds the vocabulary and
-the number of characters, the second encodes into the .npy. Each chunk is cut where a character
-ends and not right after a ``\\r`` (the rest goes to the next chunk), and decoded as Python's text
-mode decodes a file: strict UTF-8, one leading BOM dropped, ``\\r\\n`` and ``\\r`` read as ``\\n``.
-ASCII chunks, the common case, are counted and translated as bytes (no str is made of them).
+The text is read twice, in chunks (model/text_stream.py: decoded as text mode decodes it), and
+never held whole: the first pass finds the vocabulary and the number of characters, the second
+encodes into the .npy. ASCII chunks, the common case, are counted and translated as bytes (no
+str is made of them).
 """
 
 from __future__ import annotations
@@ -31,21 +30,21 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from .checkpoint import fsync_dir
 from .errors import CorpusError
+from .text_stream import NotUtf8, check_readable, pieces, raise_if_binary
 from .tokenizer import CharTokenizer, _codepoints
 
 FORMAT_VERSION = 1
 CACHE_ENV = "CHARGPT_TUI_CACHE_DIR"
-CHUNK_BYTES = 64 * 1024 * 1024
 HASHED_BYTES = 1024 * 1024  # of the source's head and tail, in the metadata
-_BOM = b"\xef\xbb\xbf"
 USE_DIRECT_IO = True  # (tests turn it off to check the plain path too)
 _SLICE_CHARS = 1 << 22  # code points counted a slice at a time: bincount's int64 copy stays small
 
@@ -134,7 +133,7 @@ class TokenCache:
         is rebuilt). CorpusError for a text that cannot be used, or a cache folder that cannot
         be written."""
         source = Path(source)
-        _check_source(source)
+        check_readable(source)
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -228,20 +227,6 @@ def cache_name(source: Path) -> str:
     return f"{stem}-{hashlib.sha256(resolved.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
 
 
-def _check_source(source: Path) -> None:
-    try:
-        if source.is_dir():
-            raise CorpusError(f"{source} is a directory, not a text file")
-        with open(source, "rb"):
-            pass
-    except FileNotFoundError:
-        raise CorpusError(f"{source}: no such file") from None
-    except PermissionError:
-        raise CorpusError(f"{source}: permission denied") from None
-    except OSError as exc:
-        raise CorpusError(f"{source}: cannot read ({exc.strerror or exc})") from None
-
-
 # ---- building ----------------------------------------------------------------------------------
 def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
     started = time.perf_counter()
@@ -253,14 +238,14 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
     # pass 1: the vocabulary and the number of characters
     counts = np.zeros(128, dtype=np.int64)
     try:
-        for done, piece in _pieces(source, name):
+        for done, piece in pieces(source, name):
             if not isinstance(piece, str):
                 counts[:128] += _ascii_counts(piece)
             else:
                 counts = _add_codepoint_counts(counts, piece)
             report(done, "reading")
-    except _NotUtf8:
-        _raise_if_binary(source, name)  # as the whole-file check does: a NUL anywhere is named first
+    except NotUtf8:
+        raise_if_binary(source, name)  # as the whole-file check does: a NUL anywhere is named first
         raise
     n_chars = int(counts.sum())
     if n_chars == 0:
@@ -283,7 +268,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             offset = f.tell()
             written = 0
             with _Writer(f) as writer:  # the disk writes one piece while the next is encoded
-                for done, piece in _pieces(source, name):
+                for done, piece in pieces(source, name):
                     if not isinstance(piece, str):
                         if translation is not None:
                             ids: bytes | bytearray | np.ndarray = piece.translate(translation)
@@ -303,7 +288,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
         # the old metadata goes first: never a JSON beside an .npy it does not describe
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, npy_path)
-        _fsync_dir(base.parent)  # the rename on the disk before the metadata that vouches for it
+        fsync_dir(base.parent)  # the rename on the disk before the metadata that vouches for it
         meta = {
             "format": "chargpt-tui token cache",
             "version": FORMAT_VERSION,
@@ -316,7 +301,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         _write_atomically(meta_path, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-        _fsync_dir(base.parent)
+        fsync_dir(base.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if handle is not None:
@@ -328,96 +313,6 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
     report(total, "done", force=True)
     return TokenCache(source, npy_path, "".join(tokenizer.chars), dtype, n_chars, offset, handle,
                       build_s=time.perf_counter() - started)
-
-
-Pieces = Iterator[tuple[int, bytes | bytearray | str]]
-
-
-def _pieces(source: Path, name: str, chunk_bytes: int | None = None) -> Pieces:
-    """The text in pieces, each decoded as text mode would decode it: (bytes of the file read so
-    far, piece). An ASCII piece comes as bytes or a bytearray (its newlines normalised; valid
-    until the next piece is asked for: the buffer is read into again), any other as str.
-
-    A piece ends where a character ends, and never right after a '\\r' unless the file does (a
-    '\\r\\n' split over two reads is one newline); what is held back starts the next piece."""
-    try:
-        yield from _read_pieces(source, name, chunk_bytes)
-    except OSError as exc:  # reading the text, not writing the cache
-        raise CorpusError(f"{name}: cannot read ({exc.strerror or exc})") from None
-
-
-def _read_pieces(source: Path, name: str, chunk_bytes: int | None) -> Pieces:
-    chunk_bytes = max(chunk_bytes or CHUNK_BYTES, 8)
-    buf = bytearray(chunk_bytes)  # read into, again and again: no fresh pages to fault in
-    view = memoryview(buf)
-    with open(source, "rb") as f:
-        carry = f.read(len(_BOM))
-        offset = 0  # file offset of the first byte of carry
-        if carry == _BOM:  # one BOM dropped, as data.decode_text does
-            carry, offset = b"", len(_BOM)
-        while True:
-            view[: len(carry)] = carry
-            got = f.readinto(view[len(carry) :])
-            at_end = got == 0
-            filled = len(carry) + got
-            cut = filled if at_end else _safe_cut(view[:filled])
-            # the whole buffer when it can be (the consumer is done with it before the next read)
-            piece = buf if cut == filled == len(buf) else bytes(view[:cut])
-            carry = bytes(view[cut:filled])
-            if piece:
-                yield offset + cut, _decode(piece, offset, name)
-            offset += cut
-            if at_end:
-                return
-
-
-def _safe_cut(buf: memoryview) -> int:
-    """Where to end a piece of buf that more bytes follow: before an incomplete UTF-8 sequence
-    at its end, and before a final '\\r'."""
-    cut = len(buf)
-    i, back = cut - 1, 0
-    while i >= 0 and back < 3 and buf[i] & 0xC0 == 0x80:  # continuation bytes
-        i, back = i - 1, back + 1
-    if i >= 0 and buf[i] >= 0xC0:
-        needed = 2 if buf[i] < 0xE0 else 3 if buf[i] < 0xF0 else 4
-        if i + needed > cut:
-            cut = i
-    if cut > 0 and buf[cut - 1] == 0x0D:
-        cut -= 1
-    return cut
-
-
-class _NotUtf8(CorpusError):
-    pass
-
-
-def _raise_if_binary(source: Path, name: str) -> None:
-    offset = 0
-    with open(source, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            nul = chunk.find(b"\x00")
-            if nul >= 0:
-                raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
-            offset += len(chunk)
-
-
-def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearray | str:
-    nul = piece.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
-    if piece.isascii():
-        if b"\r" in piece:
-            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        return piece
-    try:
-        text = piece.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _NotUtf8(
-            f"{name} is not UTF-8 text (invalid byte 0x{piece[exc.start]:02x} at offset {offset + exc.start})"
-        ) from None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
 
 
 def _ascii_counts(piece: bytes | bytearray) -> np.ndarray:
@@ -598,16 +493,3 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

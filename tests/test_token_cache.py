@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import model.text_stream as text_stream
 import model.token_cache as token_cache
 from model.data import Corpus, CorpusError
 from model.token_cache import FORMAT_VERSION, TokenCache
@@ -41,7 +42,7 @@ def test_streaming_gives_the_in_memory_ids_at_every_chunk_size(
 ) -> None:
     """Chunks of 8..20 bytes put a boundary inside every multi-byte character and between the
     '\\r' and '\\n' of some CRLF, at one chunk size or another."""
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", chunk)
     path = tmp_path / "adversarial.txt"
     path.write_bytes(adversarial_bytes(chunk))
     expected = in_memory(path)
@@ -56,7 +57,7 @@ def test_streaming_gives_the_in_memory_ids_at_every_chunk_size(
 
 def test_every_boundary_inside_a_character_and_a_crlf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One 4-byte character, then one CRLF, at each offset of a 16-byte chunk."""
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 16)
     for shift in range(16):
         path = tmp_path / f"shift{shift}.txt"
         path.write_bytes(b"x" * shift + ("𝄞" * 9).encode() + b"\r\n" * 9 + "é\r\nz".encode() * 5)
@@ -67,7 +68,7 @@ def test_every_boundary_inside_a_character_and_a_crlf(tmp_path: Path, monkeypatc
 
 
 def test_ascii_chunks_with_crlf_across_a_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 8)
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 8)
     path = tmp_path / "dos.txt"
     path.write_bytes(b"abcdefg\r\nhijklmn\r\rop\r\n" * 7)  # the first '\r' ends a chunk of 8
     cache = TokenCache.open_or_build(path, tmp_path / "cache")
@@ -76,7 +77,7 @@ def test_ascii_chunks_with_crlf_across_a_boundary(tmp_path: Path, monkeypatch: p
 
 
 def test_wide_vocabularies_take_wider_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 1000)
     path = tmp_path / "cjk.txt"
     path.write_text("".join(chr(0x4E00 + i) for i in range(600)) * 3 + "ascii\n" * 50, encoding="utf-8")
     cache = TokenCache.open_or_build(path, tmp_path / "cache")
@@ -93,7 +94,7 @@ def test_direct_and_plain_writes_give_the_in_memory_ids(
     """O_DIRECT (aligned blocks from a staging buffer, the last partial block plainly) or not."""
     monkeypatch.setattr(token_cache, "USE_DIRECT_IO", direct)
     monkeypatch.setattr(token_cache._IdFile, "STAGE", 8192)  # many full stages, then a partial block
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 5000)
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 5000)
     path = tmp_path / "t.txt"
     path.write_bytes(adversarial_bytes(3, n=30_001))
     cache = TokenCache.open_or_build(path, tmp_path / "cache")
@@ -115,7 +116,7 @@ def test_direct_and_plain_writes_give_the_in_memory_ids(
 def test_bad_text_gives_the_in_memory_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, fragment: str
 ) -> None:
-    monkeypatch.setattr(token_cache, "CHUNK_BYTES", 16)  # the fault is in a later chunk
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 16)  # the fault is in a later chunk
     path = tmp_path / "bad.txt"
     path.write_bytes(data)
     with pytest.raises(CorpusError) as streamed:
