@@ -145,8 +145,9 @@ def test_pause_resume_and_stop_reach_every_rank(text: Path, tmp_path: Path) -> N
 
 
 def test_a_restarted_job_resumes_and_a_dead_rank_is_reported(text: Path, tmp_path: Path) -> None:
-    """rank 1 killed: with --max-restarts torchrun starts the job again, which resumes from the
-    latest checkpoint by itself; without, rank 0 ends at once with a clear message."""
+    """rank 1 killed: rank 0 ends at once with a clear message (it does not wait for a timeout),
+    and with --max-restarts torchrun starts the job again, which resumes from the latest
+    checkpoint by itself."""
     args = [str(text), *TINY, "--batch-size", "4", "--max-iters", "300", "--eval-interval", "20", "--eval-iters", "2",
             "--sample-interval", "1000"]
     proc = torchrun([*args, "--out-dir", "run"], tmp_path, restarts=1)
@@ -158,22 +159,12 @@ def test_a_restarted_job_resumes_and_a_dead_rank_is_reported(text: Path, tmp_pat
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    assert "rank 0: lost the other training processes" in out, out
+    assert "chargpt_tui/" not in out and "model/" not in out, out  # no traceback of ours (torchrun prints its own)
     assert proc.returncode == 0, out
     assert "restart 1 of this job: resuming from" in out
     starts = events(run_dir, "start")
     assert [s["resumed"] for s in starts] == [False, True] and starts[1]["iter"] >= 20
+    failed = events(run_dir, "failed")
+    assert len(failed) == 1 and "lost the other training processes" in failed[0]["error"]
     assert torch.load(run_dir / "ckpt.pt", weights_only=True)["iter"] == 300
-
-    proc = torchrun([*args, "--max-iters", "100000", "--out-dir", "dead"], tmp_path)
-    try:
-        wait_for(lambda: len(events(tmp_path / "dead", "step")) > 5, what="steps")
-        os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
-        started = time.monotonic()
-        out = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
-    assert time.monotonic() - started < 60
-    assert "rank 0: lost the other training processes" in out, out
-    assert "chargpt_tui/" not in out and "model/" not in out, out  # no traceback of ours (torchrun prints its own)
