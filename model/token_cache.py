@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,7 +46,8 @@ FORMAT_VERSION = 1
 CACHE_ENV = "CHARGPT_TUI_CACHE_DIR"
 HASHED_BYTES = 1024 * 1024  # of the source's head and tail, in the metadata
 USE_DIRECT_IO = True  # (tests turn it off to check the plain path too)
-_SLICE_CHARS = 1 << 22  # code points counted a slice at a time: bincount's int64 copy stays small
+_SLICE_CHARS = 1 << 22
+_ENCODE_SLICE = 8 * 1024 * 1024  # code points counted a slice at a time: bincount's int64 copy stays small
 
 # (bytes done, bytes to do, what is being done): called a few times a second at most
 Progress = Callable[[int, int, str], None]
@@ -269,17 +270,11 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             written = 0
             with _Writer(f) as writer:  # the disk writes one piece while the next is encoded
                 for done, piece in pieces(source, name):
-                    if not isinstance(piece, str):
-                        if translation is not None:
-                            ids: bytes | bytearray | np.ndarray = piece.translate(translation)
-                        else:
-                            ids = ascii_table[np.frombuffer(piece, dtype=np.uint8)]
-                    else:
-                        ids = tokenizer.encode_array(piece)
-                    written += len(ids)
-                    if written > n_chars:
-                        break
-                    writer.write(ids)
+                    for ids in _encoded(piece, tokenizer, translation, ascii_table):
+                        written += len(ids)
+                        if written > n_chars:
+                            break
+                        writer.write(ids)
                     report(stamp.size + done, "encoding")
             if written != n_chars or SourceStamp.of(source) != stamp:
                 raise CorpusError(f"{name} changed while it was being read; try again")
@@ -313,6 +308,19 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
     report(total, "done", force=True)
     return TokenCache(source, npy_path, "".join(tokenizer.chars), dtype, n_chars, offset, handle,
                       build_s=time.perf_counter() - started)
+
+
+def _encoded(piece: bytes | bytearray | str, tokenizer: CharTokenizer, translation: bytes | None,
+             ascii_table: np.ndarray) -> Iterator[bytes | bytearray | np.ndarray]:
+    """A piece's ids, in slices of at most 8 MB: buffers that size come back from malloc's heap
+    each time, where 64 MB ones are mapped afresh and fault in every page again (without
+    device.tune_malloc, as in the process that opens the dashboard: 2.2 s of system time a GB)."""
+    if isinstance(piece, str):
+        yield tokenizer.encode_array(piece)
+        return
+    for start in range(0, len(piece), _ENCODE_SLICE):
+        part = piece[start : start + _ENCODE_SLICE]
+        yield part.translate(translation) if translation is not None else ascii_table[np.frombuffer(part, np.uint8)]
 
 
 def _ascii_counts(piece: bytes | bytearray) -> np.ndarray:
