@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from . import events as ev
-from .checkpoint import save_checkpoint, unwrapped_weights
+from . import trainer_state
+from .checkpoint import save_checkpoint
 from .config import ConfigError, GPTConfig, TrainConfig
 from .control import Requests, RunControl
 from .data import Corpus
@@ -156,7 +157,7 @@ class Trainer:
         self.last_save_error: str | None = None  # why the latest save failed; None after a success
         self._warnings: list[str] = [self.precision.warning] if self.precision.warning else []
         if resume is not None:
-            self._restore(resume)
+            trainer_state.restore(self, resume)
             if run_dir is not None and run_dir.ckpt_path.exists():
                 self._last_saved_iter = self.iter
             saved_world = int(resume.get("world_size", 1))
@@ -576,67 +577,8 @@ class Trainer:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def checkpoint_state(self, it: int) -> dict[str, Any]:
-        rng: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "train_batches": self.train_gen.get_state(),
-            "eval_batches": self.eval_gen.get_state(),
-            "samples": self.sample_gen.get_state(),
-        }
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        extra: dict[str, Any] = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            **extra,
-            "model_config": asdict(self.model_config),
-            "train_config": asdict(self.config),
-            "vocab": "".join(self.corpus.tokenizer.chars),
-            "iter": it,
-            "due_done": self._due_done,
-            "best_val_loss": self.best_val_loss,
-            "best_iter": self.best_iter,
-            "elapsed_s": self._time_s(),
-            "rng": rng,
-            "history": {
-                "step_iters": torch.tensor(self.step_history.iters, dtype=torch.float64),
-                "step_losses": torch.tensor(self.step_history.losses, dtype=torch.float32),
-                "evals": torch.tensor(self.eval_history, dtype=torch.float64).reshape(-1, 3),
-            },
-            "corpus": {"name": self.corpus.name, "path": self.corpus.path, "n_chars": len(self.corpus)},
-            "world_size": self.group.world_size if self.group is not None else 1,
-        }
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(unwrapped_weights(state["model"]))
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-            for group in self.optimizer.param_groups:  # the new config's betas and decay win
-                group["betas"] = (self.config.beta1, self.config.beta2)
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        self.iter = int(state["iter"])
-        self._due_done = bool(state.get("due_done", True))
-        self.best_val_loss = float(state.get("best_val_loss", math.inf))
-        self.best_iter = int(state.get("best_iter", -1))
-        self._elapsed_before = float(state.get("elapsed_s", 0.0))
-        rng = state.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        generators = {"train_batches": self.train_gen, "eval_batches": self.eval_gen, "samples": self.sample_gen}
-        for name, gen in generators.items():
-            if name in rng:
-                try:
-                    gen.set_state(rng[name])
-                except RuntimeError:  # a CUDA generator state read back on the CPU, say
-                    pass
-        history = state.get("history", {})
-        if "step_iters" in history:
-            self.step_history.load(history["step_iters"].tolist(), history["step_losses"].tolist())
-        if "evals" in history:
-            self.eval_history = [(int(i), float(t), float(v)) for i, t, v in history["evals"].tolist()]
+        """What ckpt.pt holds for this run at step `it` (model/trainer_state.py)."""
+        return trainer_state.state_of(self, it)
 
     # ---- helpers -----------------------------------------------------------------------------
     def _time_s(self) -> float:

@@ -1,0 +1,81 @@
+"""What a Trainer saves in a checkpoint, and takes back from one (model/checkpoint.py writes and
+reads the file; its docstring lists the keys)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .checkpoint import unwrapped_weights
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+def state_of(trainer: Trainer, it: int) -> dict[str, Any]:
+    """Everything a run resumed from step `it` needs to go on as this one would."""
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "train_batches": trainer.train_gen.get_state(),
+        "eval_batches": trainer.eval_gen.get_state(),
+        "samples": trainer.sample_gen.get_state(),
+    }
+    if trainer.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    extra: dict[str, Any] = {"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {}
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        **extra,
+        "model_config": asdict(trainer.model_config),
+        "train_config": asdict(trainer.config),
+        "vocab": "".join(trainer.corpus.tokenizer.chars),
+        "iter": it,
+        "due_done": trainer._due_done,
+        "best_val_loss": trainer.best_val_loss,
+        "best_iter": trainer.best_iter,
+        "elapsed_s": trainer._time_s(),
+        "rng": rng,
+        "history": {
+            "step_iters": torch.tensor(trainer.step_history.iters, dtype=torch.float64),
+            "step_losses": torch.tensor(trainer.step_history.losses, dtype=torch.float32),
+            "evals": torch.tensor(trainer.eval_history, dtype=torch.float64).reshape(-1, 3),
+        },
+        "corpus": {"name": trainer.corpus.name, "path": trainer.corpus.path, "n_chars": len(trainer.corpus)},
+        "world_size": trainer.group.world_size if trainer.group is not None else 1,
+    }
+
+def restore(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Take a checkpoint's state back (the run's own configs are the trainer's already)."""
+    trainer.model.load_state_dict(unwrapped_weights(state["model"]))
+    if "optimizer" in state:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        for group in trainer.optimizer.param_groups:  # the new config's betas and decay win
+            group["betas"] = (trainer.config.beta1, trainer.config.beta2)
+    if trainer.scaler is not None and "scaler" in state:
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.iter = int(state["iter"])
+    trainer._due_done = bool(state.get("due_done", True))
+    trainer.best_val_loss = float(state.get("best_val_loss", math.inf))
+    trainer.best_iter = int(state.get("best_iter", -1))
+    trainer._elapsed_before = float(state.get("elapsed_s", 0.0))
+    rng = state.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    generators = {"train_batches": trainer.train_gen, "eval_batches": trainer.eval_gen, "samples": trainer.sample_gen}
+    for name, gen in generators.items():
+        if name in rng:
+            try:
+                gen.set_state(rng[name])
+            except RuntimeError:  # a CUDA generator state read back on the CPU, say
+                pass
+    history = state.get("history", {})
+    if "step_iters" in history:
+        trainer.step_history.load(history["step_iters"].tolist(), history["step_losses"].tolist())
+    if "evals" in history:
+        trainer.eval_history = [(int(i), float(t), float(v)) for i, t, v in history["evals"].tolist()]
