@@ -65,9 +65,23 @@ def cached_corpus(path: str, tokenizer: CharTokenizer | None = None, cache_dir: 
     be written, the text is read into memory as before, with a warning. quiet: say nothing (a
     torchrun process other than rank 0, which says it all)."""
     from model.data import Corpus
-    from model.token_cache import CacheWriteError, TokenCache
+    from model.token_cache import CacheWriteError
 
     stream = stream or sys.stderr
+    try:
+        cache = open_cache(path, cache_dir, stream, quiet)
+    except CacheWriteError as exc:
+        if not quiet:
+            print(f"{PROG}: warning: {exc}; reading the text into memory instead", file=stream)
+        return Corpus.from_file(path, tokenizer)
+    if cache.build_s is not None and cache.build_s >= 1.0 and not quiet:  # the person waited: for what, where
+        print(f"{PROG}: {built_line(cache)}", file=stream)
+    return Corpus.from_cache(cache, path, tokenizer)
+
+
+def open_cache(path: str, cache_dir: str | None, stream: TextIO, quiet: bool = False) -> TokenCache:
+    """TokenCache.open_or_build with its progress drawn and its rebuild notices said on stream."""
+    from model.token_cache import TokenCache
 
     def say(message: str) -> None:
         if not quiet:
@@ -75,18 +89,10 @@ def cached_corpus(path: str, tokenizer: CharTokenizer | None = None, cache_dir: 
 
     progress = CacheProgress(path, stream) if not quiet else None
     try:
-        cache = TokenCache.open_or_build(path, cache_dir, progress, notice=say)
-    except CacheWriteError as exc:
-        if progress is not None:
-            progress.end()
-        say(f"warning: {exc}; reading the text into memory instead")
-        return Corpus.from_file(path, tokenizer)
+        return TokenCache.open_or_build(path, cache_dir, progress, notice=say)
     finally:
         if progress is not None:
             progress.end()
-    if cache.build_s is not None and cache.build_s >= 1.0 and not quiet:  # the person waited: for what, where
-        print(f"{PROG}: {built_line(cache)}", file=stream)
-    return Corpus.from_cache(cache, path, tokenizer)
 
 
 def built_line(cache: TokenCache) -> str:
@@ -99,15 +105,9 @@ def built_line(cache: TokenCache) -> str:
 def prepare_command(text: str, cache_dir: str | None) -> int:
     """`chargpt-tui prepare TEXT`: build (or check) the cache and say where it is."""
     from model.device import tune_malloc
-    from model.token_cache import TokenCache
 
     tune_malloc()  # the build's 64 MB buffers are reused instead of faulted in afresh
-    progress = CacheProgress(text)
-    try:
-        cache = TokenCache.open_or_build(text, cache_dir, progress,
-                                         notice=lambda m: print(f"{PROG}: {m}", file=sys.stderr))
-    finally:
-        progress.end()
+    cache = open_cache(text, cache_dir, sys.stderr)
     if cache.build_s is None:
         print(f"{PROG}: the cache of {text} is up to date: {cache.npy_path} "
               f"({cache.n_chars:,} characters, {len(cache.vocab)} distinct)")

@@ -20,7 +20,6 @@ import sys
 import threading
 from pathlib import Path
 
-from model.config import ConfigError
 from model.distributed import DistributedError, ProcessGroup, torchrun_world
 
 PROG = "chargpt-tui"
@@ -57,9 +56,7 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
     tune_malloc()
     prepared = prepare_training(args, create_run_dir=False)
     corpus, model_config, train_config, run_dir, resume_state = prepared
-    if train_config.batch_size % (world[1] * train_config.grad_accum):
-        raise ConfigError(f"--batch-size {train_config.batch_size} must be divisible by the number of processes "
-                          f"times --grad-accum ({world[1]} x {train_config.grad_accum})")
+    train_config.check_processes(world[1])  # before the run directory is made
     if main:
         run_dir.prepare()
     group = ProcessGroup.from_env(choose_device(train_config.device).type)

@@ -88,6 +88,13 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
 
 
+    def check_processes(self, world_size: int) -> None:
+        """The batch must split evenly over world_size processes and grad_accum micro-batches."""
+        if self.batch_size % (world_size * self.grad_accum):
+            raise ConfigError(f"--batch-size {self.batch_size} must be divisible by the number of processes times "
+                              f"--grad-accum ({world_size} x {self.grad_accum})")
+
+
 def _require_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{name} must be positive, got {value}")

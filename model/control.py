@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def take(flag: threading.Event) -> bool:
+    """Whether the flag was set, clearing it."""
+    was = flag.is_set()
+    flag.clear()
+    return was
+
+
 @dataclass(frozen=True)
 class Requests:
     """What was asked of the loop since it last looked: an evaluation, a save, snapshots."""

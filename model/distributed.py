@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from .control import take
+
 if TYPE_CHECKING:
     from .control import RunControl
 
@@ -121,8 +123,8 @@ class ProcessGroup:
         if self.is_main:
             asked[STOP] = inbox.stop.is_set()
             asked[PAUSE] = inbox.pause.is_set()
-            asked[EVALUATE] = _take(inbox.evaluate)
-            asked[SAVE] = _take(inbox.save)
+            asked[EVALUATE] = take(inbox.evaluate)
+            asked[SAVE] = take(inbox.save)
             asked[FLUSH] = flush_due
         flags = torch.tensor(asked, dtype=torch.uint8, device=self.comm_device)
         self._collective(dist.broadcast, flags, src=0)
@@ -200,12 +202,6 @@ def _attempt_store() -> dist.Store:
                           wait_for_workers=False)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"chargpt-tui/attempt-{attempt}/", store)
-
-
-def _take(event: Any) -> bool:
-    was = event.is_set()
-    event.clear()
-    return was
 
 
 def _mirror(event: Any, value: int) -> None:

@@ -36,8 +36,8 @@ import torch
 from . import events as ev
 from . import trainer_state
 from .checkpoint import save_checkpoint
-from .config import ConfigError, GPTConfig, TrainConfig
-from .control import Requests, RunControl
+from .config import GPTConfig, TrainConfig
+from .control import Requests, RunControl, take
 from .data import Corpus
 from .device import choose_device, describe_device
 from .distributed import ProcessGroup, guarded, no_sync
@@ -52,12 +52,6 @@ Listener = Callable[[ev.Event], None]
 
 # A slow run shows one sample after this much training, when its first scheduled one is further off.
 EARLY_SAMPLE_AFTER_S = 60.0
-
-
-def _taken(event: Any) -> bool:
-    was = event.is_set()
-    event.clear()
-    return was
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,9 +89,7 @@ class Trainer:
         model_config.validate()
         train_config.validate()
         world = group.world_size if group is not None else 1
-        if train_config.batch_size % (world * train_config.grad_accum):
-            raise ConfigError(f"the batch size ({train_config.batch_size}) must be divisible by the number of "
-                              f"processes times --grad-accum ({world} x {train_config.grad_accum})")
+        train_config.check_processes(world)
         if model_config.vocab_size != corpus.tokenizer.vocab_size:
             raise ValueError("model vocab_size differs from the corpus vocabulary")
         corpus.check_block_size(model_config.block_size)
@@ -270,7 +262,7 @@ class Trainer:
             self._emit(ev.Failed(self.iter, self._time_s(), message))
             return RunResult("failed", self.iter, self.best_val_loss, self.best_iter, message)
         if self.group is not None and self.is_main:  # asked as the loop ended, not yet agreed on
-            last = Requests(last.evaluate or _taken(self._asked.evaluate), last.save or _taken(self._asked.save),
+            last = Requests(last.evaluate or take(self._asked.evaluate), last.save or take(self._asked.save),
                             last.snapshots)
         if self.is_main:  # (what the others were asked is rank 0's, done by it)
             self._serve_last_requests(last)
