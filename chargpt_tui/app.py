@@ -108,6 +108,7 @@ class ChargptApp(App[int]):
         self._replaying = False
         self._peak_flops: float | None = None
         self._flops_per_token = 0.0
+        self._processes = 1  # of a torchrun job: the peak is one device's, the throughput all of theirs
         self._eval_started_s = 0.0
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attached: self._on_attached, EventReported: self._on_event_reported, CaughtUp: self._on_caught_up,
@@ -260,6 +261,7 @@ class ChargptApp(App[int]):
         if self.state == "starting" or not self._replaying:
             self.state = "training"
         self._flops_per_token = e.flops_per_token
+        self._processes = max(1, e.processes)
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
@@ -281,7 +283,7 @@ class ChargptApp(App[int]):
         self.progress.add_steps(e.iter, len(e.iters), e.ms_per_step, e.time_s)
         mfu = None
         if self._peak_flops:
-            mfu = self._flops_per_token * e.tokens_per_s / self._peak_flops
+            mfu = self._flops_per_token * e.tokens_per_s / (self._peak_flops * self._processes)  # per device
         self.device_panel.set_throughput(e.tokens_per_s, e.ms_per_step, e.lr, mfu)
 
     def _on_EvalStarted(self, e: ev.EvalStarted, at: float) -> None:

@@ -1,6 +1,8 @@
 """Plain log lines for when there is no terminal (or --headless): one line per evaluation in
-the seed's form, progress now and then, samples, checkpoints. Write errors (a dropped SSH
-connection, a closed pipe) are ignored: the training and its checkpoints matter more."""
+the seed's form, progress now and then, samples, checkpoints. They are written by a thread of
+their own (line_writer.py): a stopped terminal or a pipe nobody reads never holds up training.
+Write errors (a dropped SSH connection, a closed pipe) are ignored: the training and its
+checkpoints matter more."""
 
 from __future__ import annotations
 
@@ -12,14 +14,18 @@ from typing import Any, TextIO
 from model import events as ev
 
 from .format import count, duration, si
+from .line_writer import LineWriter
+
+# How long the end of a run waits for its last lines to reach a stream that is slow to take them.
+DRAIN_AT_END_S = 2.0
 
 
 class HeadlessPrinter:
     def __init__(
         self, out: TextIO | None = None, err: TextIO | None = None, progress_interval_s: float = 30.0
     ) -> None:
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
+        self.out = LineWriter(out or sys.stdout)
+        self.err = LineWriter(err or sys.stderr)
         self.progress_interval_s = progress_interval_s
         self.max_iters = 0
         self._last_progress = time.monotonic()
@@ -47,12 +53,12 @@ class HeadlessPrinter:
             handler(event)
 
     def _print(self, line: str, err: bool = False) -> None:
-        stream = self.err if err else self.out
-        try:
-            stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+        (self.err if err else self.out).write_line(line)
+
+    def drain(self, timeout: float = DRAIN_AT_END_S) -> bool:
+        """Wait up to `timeout` seconds (for each stream) for the lines so far to be written.
+        True if they were."""
+        return self.out.drain(timeout) and self.err.drain(timeout)
 
     def _on_run_started(self, e: ev.RunStarted) -> None:
         self.max_iters = e.max_iters
@@ -120,6 +126,8 @@ class HeadlessPrinter:
         word = "stopped" if e.stopped else "finished"
         best = f"best val loss {e.best_val_loss:.4f} at step {e.best_iter}" if e.best_iter >= 0 else "no evaluation yet"
         self._print(f"{word} at step {e.iter} after {duration(e.time_s)}: {best}")
+        self.drain()  # the run's last lines before the process's own (training is over)
 
     def _on_failed(self, e: ev.Failed) -> None:
         self._print(f"chargpt-tui: training failed at step {e.iter}: {e.error}", err=True)
+        self.drain()

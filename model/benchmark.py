@@ -16,7 +16,7 @@ import torch
 from .config import GPTConfig, TrainConfig
 from .data import Corpus
 from .device import describe_device
-from .flops import flops_per_token, model_matmul_shapes, peak_flops
+from .flops import flops_per_token, mfu, model_matmul_shapes, peak_flops
 from .trainer import Trainer
 
 
@@ -66,12 +66,13 @@ def run_benchmark(
             trainer.train_step(it)
         _synchronize(device)
         step_s = (time.perf_counter() - start) / steps
+        trainer.step_timer.take()  # (the loop's own timing of these steps, unused here)
         tokens_per_s = train_config.batch_size * model_config.block_size / step_s
         peak, source = peak_flops(device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))
         result.update(
             step_ms=round(step_s * 1000, 2),
             train_tokens_per_s=round(tokens_per_s, 1),
-            mfu=round(flops_per_token(model_config, model.num_params()) * tokens_per_s / peak, 4),
+            mfu=round(mfu(flops_per_token(model_config, model.num_params(non_embedding=True)), tokens_per_s, peak), 4),
             peak_flops=round(peak / 1e9, 1) * 1e9,
             peak_source=source,
         )

@@ -75,6 +75,10 @@ class ProcessGroup:
     world_size: int
     local_rank: int
     backend: str
+    # where the controls are agreed on (agree): the default group, or under NCCL a gloo group
+    # beside it, so that reading the flags never waits for the GPU (a CUDA tensor's tolist()
+    # would synchronise every step with the GPU's queue of work)
+    control_group: Any = None
 
     @classmethod
     def from_env(cls, device_kind: str) -> ProcessGroup | None:
@@ -89,7 +93,8 @@ class ProcessGroup:
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, timeout=TIMEOUT, store=_attempt_store(), rank=rank,
                                     world_size=size)
-        return cls(rank, size, local, backend)
+        control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend == "nccl" else None
+        return cls(rank, size, local, backend, control)
 
     @property
     def is_main(self) -> bool:
@@ -126,8 +131,8 @@ class ProcessGroup:
             asked[EVALUATE] = take(inbox.evaluate)
             asked[SAVE] = take(inbox.save)
             asked[FLUSH] = flush_due
-        flags = torch.tensor(asked, dtype=torch.uint8, device=self.comm_device)
-        self._collective(dist.broadcast, flags, src=0)
+        flags = torch.tensor(asked, dtype=torch.uint8)  # on the CPU: gloo's, in either group
+        self._collective(dist.broadcast, flags, src=0, group=self.control_group)
         got = flags.tolist()
         _mirror(control.stop, got[STOP])
         _mirror(control.pause, got[PAUSE])

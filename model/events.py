@@ -49,6 +49,7 @@ class RunStarted(Event):
     # in a few words for the device panel
     dtype_reason: str = ""
     dtype_note: str = ""
+    processes: int = 1  # torchrun's world size: tokens_per_s is theirs together, MFU is per device
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,19 @@ from .linear import Linear
 from .precision import autocast, torch_dtype
 
 
-def flops_per_token(config: GPTConfig, n_params: int) -> float:
-    """Training FLOPs per token (forward + backward), as in the PaLM paper and nanoGPT:
-    6 per parameter plus the attention scores and weighted sums, 12 * layers * width * context."""
-    return 6.0 * n_params + 12.0 * config.n_layers * config.n_embed * config.block_size
+def flops_per_token(config: GPTConfig, non_embedding_params: int) -> float:
+    """Training FLOPs per token (forward + backward), as in the PaLM paper (appendix B) and
+    nanoGPT's estimate_mfu: 6 per non-embedding parameter (a multiply and an add per weight
+    forward, twice that backward) plus the attention scores and weighted sums, 12 * layers *
+    width * context. The embeddings are lookups, not products: counting them read MFU 1-4% high
+    on this model's small widths. `non_embedding_params` is GPT.num_params(non_embedding=True)."""
+    return 6.0 * non_embedding_params + 12.0 * config.n_layers * config.n_embed * config.block_size
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, devices: int = 1) -> float:
+    """Model FLOPs utilisation per device: the throughput of all `devices` (torchrun's processes,
+    each on a device like the one `peak_flops` is of) over their summed peak."""
+    return flops_per_token * tokens_per_s / (peak_flops * devices)
 
 
 # Dense peak FLOP/s of common GPUs from their data sheets: (bfloat16 or float16 tensor cores,

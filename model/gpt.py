@@ -182,8 +182,13 @@ class GPT(nn.Module):
         # ln(vocab_size), i.e. the model starts out guessing uniformly.
         self.apply(_init_weights)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters in all; with non_embedding, without the token and position embeddings
+        (looked up, not multiplied: what FLOPs counts leave out, as nanoGPT's and PaLM's do)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()
+        return n
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None

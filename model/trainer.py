@@ -47,6 +47,7 @@ from .history import LossHistory
 from .optim import lr_at, make_optimizer
 from .precision import autocast, choose_precision, grad_scaler
 from .rundir import RunDir
+from .step_timer import StepTimer
 
 Listener = Callable[[ev.Event], None]
 
@@ -133,7 +134,8 @@ class Trainer:
         self.early_sample_gen = torch.Generator(device=self.device).manual_seed(train_config.seed + 3)
         self.early_sample_after_s = EARLY_SAMPLE_AFTER_S
         self._early_sampled = False
-        self._steps_timed, self._steps_timed_s = 0, 0.0  # this process's steps and their time
+        self._steps_timed, self._steps_timed_s = 0, 0.0  # this process's steps reported, and their time
+        self.step_timer = StepTimer(self.device)  # the steps' time on the device (model/step_timer.py)
 
         self.iter = 0
         self.best_val_loss = math.inf
@@ -170,7 +172,6 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
-        self._pending_step_s = 0.0
         self._last_flush = 0.0
 
     # ---- controls: safe from any thread -----------------------------------------------------
@@ -326,7 +327,7 @@ class Trainer:
     def train_step(self, it: int) -> None:
         """One optimizer step at iteration `it` (the loop calls it; so does `chargpt-tui bench`)."""
         cfg = self.config
-        t = time.perf_counter()
+        self.step_timer.start()
         lr = lr_at(it, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -360,10 +361,7 @@ class Trainer:
             self.scaler.update()
         self._pending_iters.append(it + 1)
         self._pending_losses.append(loss.detach())
-        step_s = time.perf_counter() - t
-        self._pending_step_s += step_s
-        self._steps_timed += 1
-        self._steps_timed_s += step_s
+        self.step_timer.stop()
 
     def _flush_steps(self) -> None:
         """Send the steps since the last flush as one StepsDone event."""
@@ -372,8 +370,10 @@ class Trainer:
             return
         losses = torch.stack(self._pending_losses).float().cpu().tolist()  # one sync for the batch
         iters = tuple(self._pending_iters)
-        step_s = self._pending_step_s
-        self._pending_iters, self._pending_losses, self._pending_step_s = [], [], 0.0
+        step_s = self.step_timer.take()  # (after the losses' copy: on a GPU, the steps are done)
+        self._pending_iters, self._pending_losses = [], []
+        self._steps_timed += len(iters)
+        self._steps_timed_s += step_s
         self.step_history.extend(iters, losses)
         tokens = len(iters) * self.config.batch_size * self.model_config.block_size
         self._emit(ev.StepsDone(
@@ -455,11 +455,15 @@ class Trainer:
         return is_best
 
     def _requested_evaluation(self, it: int) -> bool:
-        """An evaluation asked for (no checkpoint of its own). False if a stop abandoned it."""
+        """An evaluation asked for. When it is the best so far, best.pt (and ckpt.pt) get these
+        weights, as after a scheduled one: best.pt always holds the lowest validation loss.
+        False if a stop abandoned it."""
         try:
-            self._evaluate(it)
+            best = self._evaluate(it)
         except _StopNow:
             return False
+        if best:
+            self._save(it, "eval", best=True)
         return True
 
     def _early_sample_due(self, it: int) -> bool:
@@ -608,15 +612,16 @@ class Trainer:
 
     def _started_event(self) -> ev.RunStarted:
         n_params = self.model.num_params()
+        world = self.group.world_size if self.group is not None else 1
         return ev.RunStarted(
             self.iter, self._time_s(), self.config.max_iters, n_params, self.model_config.vocab_size,
             self.corpus.description, len(self.corpus), self.device.type, self._device_description(),
             self.dtype, torch.get_num_threads(), torch.__version__,
             str(self.run_dir.path) if self.run_dir else None, self._resumed,
-            flops_per_token(self.model_config, n_params),
+            flops_per_token(self.model_config, self.model.num_params(non_embedding=True)),
             asdict(self.model_config), asdict(self.config),
             self.step_history.pairs(), tuple(self.eval_history),
-            self.precision.reason, self.precision.short,
+            self.precision.reason, self.precision.short, world,
         )
 
     def _device_description(self) -> str:

@@ -22,9 +22,12 @@ def state_of(trainer: Trainer, it: int) -> dict[str, Any]:
         "train_batches": trainer.train_gen.get_state(),
         "eval_batches": trainer.eval_gen.get_state(),
         "samples": trainer.sample_gen.get_state(),
+        "device": trainer.device.type,  # where the samples' generator (and "cuda") come from
     }
     if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's own GPU only: one state per visible GPU (get_rng_state_all) could not be
+        # restored where fewer are visible, and the other GPUs are other ranks' (or nobody's)
+        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
     extra: dict[str, Any] = {"scaler": trainer.scaler.state_dict()} if trainer.scaler is not None else {}
     return {
         "model": trainer.model.state_dict(),
@@ -52,9 +55,12 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
     """Take a checkpoint's state back (the run's own configs are the trainer's already)."""
     trainer.model.load_state_dict(unwrapped_weights(state["model"]))
     if "optimizer" in state:
+        # the saved moments, with this run's settings: load_state_dict takes the saved groups'
+        # hyperparameters too (weight decay, betas, ...), and a changed setting would be ignored
+        settings = [{k: v for k, v in group.items() if k != "params"} for group in trainer.optimizer.param_groups]
         trainer.optimizer.load_state_dict(state["optimizer"])
-        for group in trainer.optimizer.param_groups:  # the new config's betas and decay win
-            group["betas"] = (trainer.config.beta1, trainer.config.beta2)
+        for group, ours in zip(trainer.optimizer.param_groups, settings, strict=True):
+            group.update(ours)
     if trainer.scaler is not None and "scaler" in state:
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.iter = int(state["iter"])
@@ -62,20 +68,40 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.best_val_loss = float(state.get("best_val_loss", math.inf))
     trainer.best_iter = int(state.get("best_iter", -1))
     trainer._elapsed_before = float(state.get("elapsed_s", 0.0))
-    rng = state.get("rng", {})
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    generators = {"train_batches": trainer.train_gen, "eval_batches": trainer.eval_gen, "samples": trainer.sample_gen}
-    for name, gen in generators.items():
-        if name in rng:
-            try:
-                gen.set_state(rng[name])
-            except RuntimeError:  # a CUDA generator state read back on the CPU, say
-                pass
+    lost = restore_rng(state.get("rng", {}), trainer.device, {
+        "train_batches": trainer.train_gen, "eval_batches": trainer.eval_gen, "samples": trainer.sample_gen})
+    if lost:
+        trainer._warnings.append(f"resumed on {trainer.device.type}; not restored from the checkpoint: "
+                                 f"{', '.join(lost)} (training goes on; those draws differ from the saved run's)")
     history = state.get("history", {})
     if "step_iters" in history:
         trainer.step_history.load(history["step_iters"].tolist(), history["step_losses"].tolist())
     if "evals" in history:
         trainer.eval_history = [(int(i), float(t), float(v)) for i, t, v in history["evals"].tolist()]
+
+
+def restore_rng(rng: dict[str, Any], device: torch.device, generators: dict[str, torch.Generator]) -> list[str]:
+    """Put the saved random states back: torch's CPU generator, this process's GPU's (from
+    "cuda", into `device` alone), and the named generators. Returns what could not be restored
+    here (a GPU's state on a CPU, say), in words, for one line to the person resuming."""
+    lost: list[str] = []
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng:
+        saved = rng["cuda"]
+        if isinstance(saved, (list, tuple)):  # older checkpoints: one per visible GPU, rank 0's first
+            saved = saved[0] if saved else None
+        if saved is None:
+            pass
+        elif device.type == "cuda":
+            torch.cuda.set_rng_state(saved, device)
+        else:
+            lost.append("the GPU's random state (dropout)")
+    for name, generator in generators.items():
+        if name not in rng:
+            continue
+        try:
+            generator.set_state(rng[name])
+        except RuntimeError:  # a CUDA generator's state read back on the CPU, say
+            lost.append(f"the {name.replace('_', ' ')} generator's state (saved on {rng.get('device', 'another device')})")
+    return lost

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from model import events as ev
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
 
@@ -114,3 +115,22 @@ def wait_until(condition, timeout: float = 60.0, what: str = "a condition") -> N
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def one_of_each_kind() -> list[ev.Event]:
+    """An event of every kind the trainer reports, with plausible values (tests of the sinks)."""
+    events = [
+        ev.RunStarted(0, 0.0, 100, 12_345, 40, "tiny.txt", 20_000, "cpu", "Test CPU", "float32", 1, "2.13.0",
+                      "/runs/x", False, 1e5, {"n_embed": 32}, {"eval_interval": 10}, ((1, 3.5),), ((0, 3.6, 3.7),),
+                      "asked for (--dtype float32)", "as asked"),
+        ev.StepsDone(5, 1.0, (2, 3, 4, 5), (3.4, 3.3, 3.2, 3.1), 3e-4, 1234.0, 12.5),
+        ev.EvalStarted(5, 1.1, 2), ev.EvalProgress(5, 1.2, 1, 4),
+        ev.EvalDone(5, 1.3, 3.0, 3.05, 3.05, 5, True), ev.SampleGenerated(5, 1.4, "to be or not"),
+        ev.CheckpointSaved(5, 1.5, "/runs/x/ckpt.pt", "request", False),
+        ev.CheckpointFailed(6, 1.6, "/runs/x/ckpt.pt", "No space left on device"),
+        ev.Paused(6, 1.7), ev.Resumed(6, 2.0), ev.Warning(7, 2.1, "careful"), ev.Hint(7, 2.2, "try --preset cpu"),
+        ev.Diverged(8, 2.3, "the loss became nan at step 8", "/runs/x/ckpt.pt", 5),
+        ev.Finished(10, 3.0, 3.05, 5, False), ev.Failed(10, 3.0, "boom"),
+    ]
+    assert {type(e) for e in events} == set(ev.BY_KIND.values()), "a kind of event is missing here"
+    return events

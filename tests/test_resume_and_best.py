@@ -1,0 +1,197 @@
+"""Training state a person relies on: best.pt holds the best evaluation's weights whoever asked for
+it, and the settings README says may change on resume do change."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_configs
+
+from model import events as ev
+from model.checkpoint import load_checkpoint
+from model.data import Corpus
+from model.optim import lr_at
+from model.rundir import RunDir
+from model.trainer import Trainer
+
+
+def collect(trainer: Trainer) -> list[ev.Event]:
+    seen: list[ev.Event] = []
+    trainer.add_listener(seen.append)
+    return seen
+
+
+def test_a_requested_evaluation_that_is_the_best_so_far_writes_best_pt(corpus: Corpus, tmp_path: Path) -> None:
+    """Scheduled evaluations at 0 and 10, one asked for (the `e` key) at 14, then stopped: the
+    best evaluation is the one at 14, and best.pt must hold its weights (it stayed at 10)."""
+    model_config, train_config = tiny_configs(corpus, max_iters=1000, eval_interval=10, eval_iters=20,
+                                              learning_rate=1e-2)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
+    seen = collect(trainer)
+    evaluated_at_14 = threading.Event()
+
+    def steer(event: ev.Event) -> None:
+        if isinstance(event, ev.StepsDone) and event.iter == 14:
+            trainer.pause()
+        if isinstance(event, ev.Paused):
+            trainer.request_eval()
+        if isinstance(event, ev.EvalDone) and event.iter == 14:
+            evaluated_at_14.set()
+            trainer.stop()
+
+    trainer.add_listener(steer)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    assert evaluated_at_14.wait(60)
+    thread.join(60)
+    evals = [e for e in seen if isinstance(e, ev.EvalDone)]
+    assert [e.iter for e in evals] == [0, 10, 14]
+    assert evals[-1].is_best and trainer.best_iter == 14  # the case this test is about (loss falls fast here)
+    best = load_checkpoint(run_dir.best_path)
+    assert best["iter"] == 14 and best["best_iter"] == 14 and best["best_val_loss"] == evals[-1].val_loss
+    for name, weight in trainer.model.state_dict().items():
+        assert torch.equal(best["model"][name], weight), name
+
+
+def test_a_requested_evaluation_that_is_not_the_best_writes_nothing(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    trainer.run()
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir.ckpt_path, run_dir.best_path)}
+    trainer.best_val_loss = 0.0  # nothing beats it
+    seen = collect(trainer)
+    trainer.request_eval()  # not training: done at once
+    assert any(isinstance(e, ev.EvalDone) and not e.is_best for e in seen)
+    assert not any(isinstance(e, ev.CheckpointSaved) for e in seen)
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir.ckpt_path, run_dir.best_path)} == before
+
+
+CHANGED = dict(learning_rate=2e-3, lr_schedule="cosine", warmup_iters=3, min_lr=1e-4, weight_decay=0.5,
+               beta1=0.8, beta2=0.95, grad_clip=0.25, eval_interval=4, sample_interval=6, max_iters=24)
+
+
+def test_every_setting_that_may_change_on_resume_takes_effect(corpus: Corpus, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    model_config, first = tiny_configs(corpus, max_iters=10, eval_interval=10, sample_interval=10)
+    assert all(getattr(first, k) != v for k, v in CHANGED.items())  # each one really changes
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    Trainer(corpus, model_config, first, run_dir=run_dir).run()
+    changed = replace(first, **CHANGED)
+
+    clipped_at: list[float] = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters: object, max_norm: float, *args: object, **kwargs: object) -> torch.Tensor:
+        clipped_at.append(max_norm)
+        return real_clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    resumed = Trainer(corpus, model_config, changed, resume=load_checkpoint(run_dir.ckpt_path), event_interval_s=0.0)
+    decay, no_decay = resumed.optimizer.param_groups
+    assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0
+    assert decay["betas"] == no_decay["betas"] == (0.8, 0.95)
+    seen = collect(resumed)
+    lrs: dict[int, float] = {}
+    real_step = resumed.train_step
+
+    def step(it: int) -> None:
+        real_step(it)
+        lrs[it] = resumed.optimizer.param_groups[0]["lr"]
+
+    resumed.train_step = step  # type: ignore[method-assign]
+    result = resumed.run()
+    assert result.status == "finished" and result.iter == 24
+    assert lrs == {it: pytest.approx(lr_at(it, changed)) for it in range(10, 24)}
+    assert lrs[10] > 1.5e-3 and lrs[23] < 2e-4  # the new cosine from 2e-3 to 1e-4, not the constant 3e-4 before
+    assert clipped_at and set(clipped_at) == {0.25}
+    assert [e.iter for e in seen if isinstance(e, ev.EvalDone)] == [12, 16, 20, 24]
+    assert [e.iter for e in seen if isinstance(e, ev.SampleGenerated)] == [12, 18, 24]
+    # and what a checkpoint of the resumed run says is what it ran with
+    state = resumed.checkpoint_state(24)
+    assert state["train_config"]["weight_decay"] == 0.5
+    assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [0.5, 0.0]
+
+
+# ---- random states: a checkpoint from any number of GPUs resumes on 1, on N, on the CPU -----------------------------
+def gpu_checkpoint(corpus: Corpus, tmp_path: Path, gpus: int) -> dict:
+    """A checkpoint as rank 0 of a job on `gpus` GPUs wrote it before this fix (one CUDA state per
+    visible GPU) and with a CUDA sample generator's state: made on the CPU, the GPU parts written
+    in as CUDA's generator writes them (16 bytes: seed and offset)."""
+    model_config, train_config = tiny_configs(corpus, max_iters=4, eval_interval=4, sample_interval=4)
+    run_dir = RunDir(tmp_path / "gpus")
+    run_dir.prepare()
+    Trainer(corpus, model_config, train_config, run_dir=run_dir).run()
+    state = load_checkpoint(run_dir.ckpt_path)
+    cuda_state = torch.zeros(16, dtype=torch.uint8)
+    state["rng"].update(cuda=[cuda_state.clone() for _ in range(gpus)], samples=cuda_state.clone(), device="cuda")
+    state["world_size"] = gpus
+    return state
+
+
+@pytest.mark.parametrize("gpus", [1, 4])
+def test_a_gpu_checkpoint_resumes_on_the_cpu_saying_what_was_not_restored(corpus: Corpus, tmp_path: Path,
+                                                                          gpus: int) -> None:
+    state = gpu_checkpoint(corpus, tmp_path, gpus)
+    model_config, train_config = tiny_configs(corpus, max_iters=8, eval_interval=4, sample_interval=4)
+    trainer = Trainer(corpus, model_config, train_config, resume=state)
+    seen = collect(trainer)
+    assert trainer.run().status == "finished"
+    warnings = [e.message for e in seen if isinstance(e, ev.Warning) and "not restored" in e.message]
+    assert len(warnings) == 1, warnings
+    assert "GPU's random state" in warnings[0] and "samples generator's state (saved on cuda)" in warnings[0]
+    assert "\n" not in warnings[0]
+
+
+def test_a_gpu_checkpoint_restores_into_this_processs_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever number of GPUs wrote it (old checkpoints: one state per GPU), the state goes into
+    this process's device alone: 8 states on a machine with 1 GPU raised IndexError before."""
+    from model.trainer_state import restore_rng
+
+    restored: list[tuple[torch.Tensor, torch.device]] = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    gpu = torch.device("cuda", 1)
+    assert restore_rng({"cuda": states}, gpu, {}) == []
+    assert restore_rng({"cuda": states[3]}, gpu, {}) == []  # this version's checkpoints: one state
+    assert [(int(s[0]), d) for s, d in restored] == [(0, gpu), (3, gpu)]
+
+
+def test_a_checkpoint_holds_this_processs_gpu_state_only(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_config, train_config = tiny_configs(corpus)
+    trainer = Trainer(corpus, model_config, train_config)
+    asked: list[object] = []
+
+    def get_rng_state(device: object = "cuda") -> torch.Tensor:
+        asked.append(device)
+        return torch.zeros(16, dtype=torch.uint8)
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state"))
+    trainer.device = torch.device("cuda", 2)  # rank 2's GPU
+    state = trainer.checkpoint_state(0)
+    assert asked == [torch.device("cuda", 2)] and state["rng"]["cuda"].shape == (16,)
+    assert state["rng"]["device"] == "cuda"
+
+
+@pytest.mark.cuda
+def test_a_gpu_checkpoint_resumes_on_the_gpu_and_on_the_cpu(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=4, eval_interval=4, device="cuda")
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    Trainer(corpus, model_config, train_config, run_dir=run_dir).run()
+    state = load_checkpoint(run_dir.ckpt_path)
+    for device, lost in (("cuda", False), ("cpu", True)):
+        again = replace(train_config, max_iters=6, device=device)
+        trainer = Trainer(corpus, model_config, again, resume=state)
+        seen = collect(trainer)
+        assert trainer.run().status == "finished"
+        assert any(isinstance(e, ev.Warning) and "not restored" in e.message for e in seen) == lost
