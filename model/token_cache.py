@@ -7,10 +7,12 @@ The cache of a text is two files in the cache folder (``$CHARGPT_TUI_CACHE_DIR``
 ``$XDG_CACHE_HOME/chargpt-tui/corpora``, else ``~/.cache/chargpt-tui/corpora``), named after the
 text's absolute path: ``<stem>-<hash>.npy`` holds one id per character (NumPy's own format, so
 ``np.load(path, mmap_mode="r")`` reads it) and ``<stem>-<hash>.json`` the metadata (format
-version, vocabulary, dtype, counts, and the source's size, times, inode and a hash of its first and last
-MiB). The metadata is written last: a cache is used only when the JSON is there, of this format
-version, describes the .npy as it is on disk, and the source as it is now. Anything else is
-rebuilt, with one line saying why.
+version, vocabulary, dtype, counts, the .npy's inode and mtime, and the source's size, times, inode and a
+hash of its first and last MiB). The metadata is written last: a cache is used only when the JSON
+is there, of this format version, names the very .npy file that was opened (a rebuild between
+reading the one and opening the other is caught), and describes the source as it is now.
+Anything else is rebuilt, with one line saying why. Builds of a text are serialised by a lock
+file; a build's temporary is removed by a later one only once its process is gone.
 
 The text is read twice, in chunks (model/text_stream.py: decoded as text mode decodes it), and
 never held whole: the first pass finds the vocabulary and the number of characters, the second
@@ -38,11 +40,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .checkpoint import fsync_dir
+from .rundir import process_exists
 from .errors import CorpusError
 from .text_stream import NotUtf8, check_readable, pieces, raise_if_binary
 from .tokenizer import CharTokenizer, _codepoints
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the metadata names its id file (inode, device, mtime)
 CACHE_ENV = "CHARGPT_TUI_CACHE_DIR"
 HASHED_BYTES = 1024 * 1024  # of the source's head and tail, in the metadata
 USE_DIRECT_IO = True  # (tests turn it off to check the plain path too)
@@ -155,15 +158,16 @@ class TokenCache:
         try:
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                locked = True
             except OSError:  # no locks here (some network filesystems): build without
-                pass
+                locked = False
             found, why_now = cls._load(source, base)
             if found is not None:
                 return found
             if why is not None and notice is not None:
                 notice(f"rebuilding the corpus cache of {source}: {why_now or why}")
-            for stale in base.parent.glob(f"{base.name}.npy.*.tmp"):  # a killed build's (its builder held this lock)
-                stale.unlink(missing_ok=True)
+            if locked:  # without the lock another builder may be writing its temporary now
+                _remove_killed_builds(base)
             return _build(source, base, progress)
         finally:
             os.close(lock_fd)
@@ -194,6 +198,7 @@ class TokenCache:
             vocab = str(meta["vocab"])
             if len(vocab) != len(set(vocab)) or CharTokenizer(vocab).id_dtype != dtype:
                 return None, "its vocabulary does not match its id type"
+            ids_file = meta["ids"]
             f = open(npy_path, "rb")  # checked, then kept: the file checked is the file used
         except FileNotFoundError:
             return None, "its id file is missing"
@@ -202,11 +207,35 @@ class TokenCache:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return None, f"it cannot be read ({exc})"
         try:
+            # the metadata read above describes this very file: a rebuild between reading the one
+            # and opening the other could pair one text's vocabulary with another's ids
+            inode, device, mtime_ns = _identity(f)
+            if (inode, device) != (ids_file.get("inode"), ids_file.get("device")):
+                f.close()
+                return None, "its id file was replaced since its metadata was written (rebuilt meanwhile?)"
             offset = _check_npy(f, dtype, n)
-        except (OSError, ValueError) as exc:
+            if mtime_ns != ids_file.get("mtime_ns"):
+                f.close()
+                return None, "its id file was written to after it was built"
+        except (OSError, ValueError, AttributeError) as exc:
             f.close()
             return None, f"its id file does not match its metadata (torn or foreign: {exc})"
         return cls(source, npy_path, vocab, dtype, n, offset, f), None
+
+
+def _identity(f: BinaryIO) -> tuple[int, int, int]:
+    """Which file f is: inode, device, and the time its last byte was written."""
+    st = os.fstat(f.fileno())
+    return st.st_ino, st.st_dev, st.st_mtime_ns
+
+
+def _remove_killed_builds(base: Path) -> None:
+    """Delete the temporaries of builds whose process is gone (killed mid-build). Called with the
+    build lock held; a live process's is left alone all the same (one that built without the lock)."""
+    for tmp in base.parent.glob(f"{base.name}.npy.*.tmp"):
+        pid = tmp.name[len(base.name) + len(".npy."):-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def _check_npy(f: BinaryIO, dtype: np.dtype, n: int) -> int:
@@ -280,6 +309,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
                 raise CorpusError(f"{name} changed while it was being read; try again")
             f.finish()  # on the disk when this returns
         handle = open(tmp, "rb")  # the file this process will read, whatever its name becomes
+        inode, device, mtime_ns = _identity(handle)  # (a rename keeps all three)
         # the old metadata goes first: never a JSON beside an .npy it does not describe
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, npy_path)
@@ -289,6 +319,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             "version": FORMAT_VERSION,
             "source": {"path": str(source.resolve()), "size": stamp.size, "mtime_ns": stamp.mtime_ns,
                        "inode": stamp.inode, "ctime_ns": stamp.ctime_ns, "edges_sha256": stamp.edges_sha256},
+            "ids": {"inode": inode, "device": device, "mtime_ns": mtime_ns},
             "vocab": "".join(tokenizer.chars),
             "dtype": dtype.str,
             "n_chars": n_chars,

@@ -262,3 +262,62 @@ def test_prepare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert main(["prepare", str(tmp_path / "nope.txt")]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "no such file" in err
+
+
+def test_a_rebuild_between_reading_the_metadata_and_opening_the_ids_is_caught(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text changes to another of the same length and id type, and another run rebuilds its
+    cache, just after this one has checked the old metadata against the text: the ids it then
+    opens are the new text's, and must not be read with the old vocabulary."""
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text("abcd\n" * 100, encoding="utf-8")
+    build(path, folder)
+    real_of = token_cache.SourceStamp.of
+    raced: list[bool] = []
+
+    def of_then_race(source: Path) -> token_cache.SourceStamp:
+        stamp = real_of(source)
+        if not raced:  # once: the check passed with the old text; now another run rebuilds
+            raced.append(True)
+            path.write_text("wxyz\n" * 100, encoding="utf-8")
+            monkeypatch.setattr(token_cache.SourceStamp, "of", real_of)
+            TokenCache.open_or_build(path, folder)
+            monkeypatch.setattr(token_cache.SourceStamp, "of", of_then_race)
+        return stamp
+
+    monkeypatch.setattr(token_cache.SourceStamp, "of", of_then_race)
+    cache, notices = build(path, folder)
+    assert raced
+    assert cache.tokenizer.decode(cached_ids(cache).tolist()) == "wxyz\n" * 100  # one text's vocabulary and ids
+    assert cache.vocab == "\nwxyz"
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_no_build_removes_a_temporary_of_a_live_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        locked: bool) -> None:
+    """A killed build's temporary goes; a live builder's stays (one that could not take the lock,
+    on a filesystem without locks). Without the lock, nothing is swept at all."""
+    import subprocess
+    import sys
+
+    path, folder = tmp_path / "t.txt", tmp_path / "cache"
+    path.write_text("to be\n" * 100, encoding="utf-8")
+    first, _ = build(path, folder)
+    first.npy_path.with_suffix(".json").unlink()  # so that the next one builds
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        building = folder / f"{first.npy_path.stem}.npy.{alive.pid}.tmp"
+        building.write_bytes(b"another builder's, half written")
+        killed = folder / f"{first.npy_path.stem}.npy.99999999.tmp"
+        killed.write_bytes(b"a killed build's")
+        if not locked:
+            def no_locks(*_args: object) -> None:
+                raise OSError(37, "No locks available")
+            monkeypatch.setattr(token_cache.fcntl, "flock", no_locks)
+        rebuilt, _ = build(path, folder)
+        assert rebuilt.build_s is not None
+        assert building.read_bytes() == b"another builder's, half written"
+        assert killed.exists() == (not locked)
+    finally:
+        alive.kill()
+        alive.wait()
