@@ -40,8 +40,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .checkpoint import fsync_dir
-from .rundir import process_exists
 from .errors import CorpusError
+from .rundir import process_exists
 from .text_stream import NotUtf8, check_readable, pieces, raise_if_binary
 from .tokenizer import CharTokenizer, _codepoints
 

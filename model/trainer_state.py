@@ -103,5 +103,6 @@ def restore_rng(rng: dict[str, Any], device: torch.device, generators: dict[str,
         try:
             generator.set_state(rng[name])
         except RuntimeError:  # a CUDA generator's state read back on the CPU, say
-            lost.append(f"the {name.replace('_', ' ')} generator's state (saved on {rng.get('device', 'another device')})")
+            saved_on = rng.get("device", "another device")
+            lost.append(f"the {name.replace('_', ' ')} generator's state (saved on {saved_on})")
     return lost

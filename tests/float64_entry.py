@@ -5,7 +5,6 @@ process or several) closely: see test_distributed.py's test_two_processes_train_
     python tests/float64_entry.py TEXT [flags]         (or as torchrun's script)
 """
 
-import sys
 
 import torch
 
