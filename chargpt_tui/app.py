@@ -110,6 +110,7 @@ class ChargptApp(App[int]):
         self._flops_per_token = 0.0
         self._processes = 1  # of a torchrun job: the peak is one device's, the throughput all of theirs
         self._eval_started_s = 0.0
+        self._evaluating = False  # between an EvalStarted and its EvalDone
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attached: self._on_attached, EventReported: self._on_event_reported, CaughtUp: self._on_caught_up,
             ControlRequested: self._on_control_requested, MemoryReported: self._on_memory_reported,
@@ -166,6 +167,7 @@ class ChargptApp(App[int]):
             self.samples.clear()
             self.messages.clear()
         self.caught_up = False
+        self._evaluating = False  # the catch-up says so (an EvalStarted without its EvalDone)
         self._loop_paused = False  # the catch-up says so (a Paused event) if the loop is paused
         self.live = n.live
         self.pid, self.viewer = n.pid, n.viewer
@@ -288,6 +290,7 @@ class ChargptApp(App[int]):
 
     def _on_EvalStarted(self, e: ev.EvalStarted, at: float) -> None:
         self._eval_started_s = e.time_s
+        self._evaluating = True
         self._set_busy("evaluating", f"0/{2 * e.eval_iters}")
 
     def _on_EvalProgress(self, e: ev.EvalProgress, at: float) -> None:
@@ -295,6 +298,7 @@ class ChargptApp(App[int]):
         self.progress.set_eval_progress(1.0 - e.done / e.total)
 
     def _on_EvalDone(self, e: ev.EvalDone, at: float) -> None:
+        self._evaluating = False
         if not self._replaying:  # a late viewer's chart has these from the start event's history
             self.chart.add_eval(e.iter, e.train_loss, e.val_loss)
             self.progress.eval_finished(e.time_s - self._eval_started_s)
@@ -333,7 +337,7 @@ class ChargptApp(App[int]):
         self.progress.running = False
         self.progress.set_elapsed(e.time_s)
         if not self.diverged:
-            self.status.detail = f"at step {e.iter}"
+            self.status.detail = f"at step {e.iter}" + (", in its evaluation" if self._evaluating else "")
 
     def _on_Diverged(self, e: ev.Diverged, at: float) -> None:
         self.diverged = True
@@ -351,7 +355,7 @@ class ChargptApp(App[int]):
         self.pause_requested = False
         self.progress.running = True
         self.progress.set_elapsed(e.time_s)
-        self.state = "training"
+        self.state = "evaluating" if self._evaluating else "training"  # (held in an evaluation: it goes on)
         self.status.detail = ""
 
     def _on_Warning(self, e: ev.Warning, at: float) -> None:
@@ -393,6 +397,10 @@ class ChargptApp(App[int]):
         """Show evaluating/saving, or fall back to what the loop is doing now."""
         if self.state in ("finished", "stopped", "failed", "crashed", "stopping") or self.finished:
             return
+        if busy is not None and self.pause_requested and not self._loop_paused and not self.diverged:
+            self.state = "pausing"  # asked for: the loop holds within a step or an evaluation batch
+            self.status.detail = f"{busy} {detail}".strip()
+            return
         if busy is not None:
             self.state = busy
             self.status.detail = detail
@@ -400,7 +408,7 @@ class ChargptApp(App[int]):
         if self.pause_requested:
             self.state = "paused" if self._loop_paused or self.diverged else "pausing"
         else:
-            self.state = "training"
+            self.state = "evaluating" if self._evaluating else "training"
         if not self.diverged:  # what a divergence says stays on screen
             self.status.detail = ""
 

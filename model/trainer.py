@@ -169,6 +169,8 @@ class Trainer:
         # rank 0's inbox, which every rank's control follows at the agreed points (_agree)
         self._asked = self.control if group is None else RunControl()
         self._flush_now = False
+        self._holding = False  # in _wait_while_paused: an evaluation asked for there runs through
+        self._eval_gen_before: torch.Tensor | None = None  # the evaluation generator's state as the current one began
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
         self._pending_losses: list[torch.Tensor] = []
@@ -410,11 +412,16 @@ class Trainer:
         # An evaluation abandoned by a stop leaves the batches it would have drawn undrawn, so a
         # resumed run that does it again sees the batches the uninterrupted run saw.
         eval_gen_state = self.eval_gen.get_state()
+        self._eval_gen_before = eval_gen_state  # what a save while it is held saves (trainer_state.state_of)
         try:
             for s, split in enumerate(("train", "val")):
                 losses = torch.zeros(cfg.eval_iters)
                 for k in range(cfg.eval_iters):
                     self._agree()  # several processes: a stop abandons the evaluation in all of them
+                    # a pause asked for during it holds it here, within a batch (an evaluation
+                    # asked for while paused runs through: the person asked for it)
+                    if self.control.pause.is_set() and not self._holding and not self.control.stop.is_set():
+                        self._wait_while_paused(it, evaluating=True)
                     if self.control.stop.is_set():
                         self.eval_gen.set_state(eval_gen_state)
                         raise _StopNow
@@ -433,6 +440,7 @@ class Trainer:
                     losses = self._live_group.mean(losses)
                 out[split] = losses.mean().item()
         finally:
+            self._eval_gen_before = None
             self.model.train()
         return out
 
@@ -499,17 +507,30 @@ class Trainer:
         """One newline (when the vocabulary has it, else the first character): a neutral start."""
         return torch.tensor([[self.corpus.tokenizer.start_id()]], dtype=torch.long, device=self.device)
 
-    def _wait_while_paused(self, it: int) -> None:
+    def _wait_while_paused(self, it: int, evaluating: bool = False) -> None:
+        """Hold until resumed or stopped, serving requests meanwhile. `evaluating`: held inside an
+        evaluation, which goes on from the same batch after; no other evaluation starts then (one
+        asked for waits for the next step boundary), and a save holds the run as it was before
+        this evaluation (checkpoint_state)."""
         self._flush_steps()
         self._emit(ev.Paused(it, self._time_s()))
         paused_at = time.perf_counter()
-        while self.control.pause.is_set() and not self.control.stop.is_set():
-            if self.is_main:  # (the others wait for rank 0 in _agree)
-                self.control.wake.wait(timeout=1.0)
-                self.control.wake.clear()
-            self._agree()
-            if not self._serve_requests(it):
-                break
+        self._holding = True
+        try:
+            while self.control.pause.is_set() and not self.control.stop.is_set():
+                if self.is_main:  # (the others wait for rank 0 in _agree)
+                    self.control.wake.wait(timeout=1.0)
+                    self.control.wake.clear()
+                self._agree()
+                if evaluating:
+                    requests = self.control.take(evaluate=False)
+                    if requests.save:
+                        self._save(it, "request")
+                    self._serve_snapshots(requests.snapshots)
+                elif not self._serve_requests(it):
+                    break
+        finally:
+            self._holding = False
         # time spent paused is not training time
         self._t0 += time.perf_counter() - paused_at
         if not self.control.stop.is_set():

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 def state_of(trainer: Trainer, it: int) -> dict[str, Any]:
     """Everything a run resumed from step `it` needs to go on as this one would."""
+    # (an evaluation held by a pause is not done: its generator is saved as it was before it, as a stop saves it)
+    eval_gen = trainer._eval_gen_before if trainer._eval_gen_before is not None else trainer.eval_gen.get_state()
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "train_batches": trainer.train_gen.get_state(),
-        "eval_batches": trainer.eval_gen.get_state(),
+        "eval_batches": eval_gen,
         "samples": trainer.sample_gen.get_state(),
         "device": trainer.device.type,  # where the samples' generator (and "cuda") come from
     }

@@ -195,3 +195,66 @@ def test_a_gpu_checkpoint_resumes_on_the_gpu_and_on_the_cpu(corpus: Corpus, tmp_
         seen = collect(trainer)
         assert trainer.run().status == "finished"
         assert any(isinstance(e, ev.Warning) and "not restored" in e.message for e in seen) == lost
+
+
+# ---- a pause during an evaluation ------------------------------------------------------------------------------------
+def test_a_pause_during_an_evaluation_holds_it_within_a_batch_and_it_goes_on_after(corpus: Corpus,
+                                                                                  tmp_path: Path) -> None:
+    """`p` during the first, long evaluation held nothing for minutes: the evaluation ran to its
+    end first. Now it holds at the next batch, a save then holds the run as it was before the
+    evaluation (resumed, it evaluates there again on the same batches), and resumed it goes on
+    from the batch it stopped at, to the loss an uninterrupted evaluation gives."""
+    model_config, train_config = tiny_configs(corpus, max_iters=1, eval_interval=10, eval_iters=50)
+    straight = Trainer(corpus, model_config, train_config)
+    seen_straight = collect(straight)
+    straight.run()
+    uninterrupted = [e for e in seen_straight if isinstance(e, ev.EvalDone)]
+
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
+    seen = collect(trainer)
+    held, saved = threading.Event(), threading.Event()
+
+    def steer(event: ev.Event) -> None:
+        if isinstance(event, ev.EvalProgress) and event.done == 5 and not held.is_set():
+            trainer.pause()
+        if isinstance(event, ev.Paused):
+            held.set()
+        if isinstance(event, ev.CheckpointSaved) and event.reason == "request":
+            saved.set()
+
+    trainer.add_listener(steer)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        assert held.wait(30)
+        progress = [e.done for e in seen if isinstance(e, ev.EvalProgress)]
+        assert progress[-1] == 5 and not any(isinstance(e, ev.EvalDone) for e in seen)  # held within a batch
+        trainer.request_save()
+        assert saved.wait(30)
+        state = load_checkpoint(run_dir.ckpt_path)
+        trainer.request_eval()  # waits for the step boundary: no evaluation inside the held one
+        assert trainer.iter == 0 and [e.done for e in seen if isinstance(e, ev.EvalProgress)] == progress
+        trainer.resume()
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        trainer.stop()
+        trainer.resume()
+        thread.join(60)
+    kinds = [type(e) for e in seen]
+    assert kinds.index(ev.Paused) < kinds.index(ev.Resumed) < kinds.index(ev.EvalDone)
+    after = [e.done for e in seen[kinds.index(ev.Resumed):kinds.index(ev.EvalDone)] if isinstance(e, ev.EvalProgress)]
+    assert after[0] == 6 and after[-1] == 100  # from where it stopped
+    evals = [e for e in seen if isinstance(e, ev.EvalDone)]
+    assert evals[0].iter == 0 and evals[0].val_loss == uninterrupted[0].val_loss
+    assert evals[0].train_loss == uninterrupted[0].train_loss
+
+    # the checkpoint saved while it was held: step 0, its evaluation not done, on the same batches when resumed
+    assert state["iter"] == 0 and state["due_done"] is False
+    again = Trainer(corpus, model_config, train_config, resume=state)
+    seen_again = collect(again)
+    again.run()
+    first = next(e for e in seen_again if isinstance(e, ev.EvalDone))
+    assert (first.iter, first.val_loss) == (0, uninterrupted[0].val_loss)

@@ -1,0 +1,47 @@
+"""The dashboard while the run evaluates: a pause asked for then holds within a batch and the
+status says so; resumed, the evaluation goes on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from helpers import tiny_configs
+from serving import ServedRun
+from textual.pilot import Pilot
+
+from chargpt_tui.app import ChargptApp
+from model.data import Corpus
+from model.rundir import RunDir
+from model.trainer import Trainer
+
+
+async def wait_for(pilot: Pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.02)
+
+
+async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: Corpus, tmp_path: Path) -> None:
+    # the first evaluation: 2 x 5000 batches, minutes on a tiny model unless it holds
+    model_config, train_config = tiny_configs(corpus, max_iters=10, eval_interval=10, eval_iters=5000)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.05)
+    with ServedRun(trainer) as run:
+        app = ChargptApp(run.client())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.state == "evaluating" and app.status.detail.startswith(("2", "3", "4")))
+            await pilot.press("p")
+            await wait_for(pilot, lambda: app.state == "paused", timeout=10)
+            assert "in its evaluation" in app.status.detail and app.status.state == "paused"
+            held_at = app.progress.iter
+            await asyncio.sleep(0.5)
+            assert trainer.paused and trainer.iter == held_at == 0
+            await pilot.press("p")
+            await wait_for(pilot, lambda: app.state == "evaluating")
+            assert not trainer.paused
+            await pilot.press("ctrl+q")
+        run.trainer.stop()
