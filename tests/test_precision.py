@@ -4,6 +4,8 @@ answers); the arithmetic is real where this CPU can do it."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -141,3 +143,58 @@ def test_config_json_and_bench_say_what_was_chosen_and_why(tmp_path: Path) -> No
     assert bench.returncode == 0, bench.stderr
     figures = json.loads(bench.stdout)
     assert figures["dtype"] == config["precision"]["dtype"] and figures["dtype_reason"].startswith("auto")
+
+
+def float16_trainer(corpus: Corpus, monkeypatch: pytest.MonkeyPatch, device: str = "cpu") -> Trainer:
+    if device == "cpu":  # float16 is refused on the CPU; its code path is the same there
+        monkeypatch.setattr(trainer_module, "choose_precision",
+                            lambda requested, device: Precision("float16", "for the test", "+ grad scaler"))
+    model_config, train_config = tiny_configs(corpus, dtype="float16", grad_clip=1.0, device=device)
+    # no dropout: the reference gradient below must see the same network
+    return Trainer(corpus, dataclasses.replace(model_config, dropout=0.0), train_config)
+
+
+def check_float16_scaler(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert trainer.scaler is not None
+    trainer.train_step(0)  # (the scaler's first step)
+
+    # a step whose gradients overflow is skipped: no weight moves, and the scale backs off
+    weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    scale = trainer.scaler.get_scale()
+    hook = trainer.model.lm_head.weight.register_hook(lambda g: g * float("inf"))
+    trainer.train_step(1)
+    hook.remove()
+    assert all(torch.equal(p, weights[n]) for n, p in trainer.model.named_parameters())
+    assert trainer.scaler.get_scale() == scale * 0.5
+
+    # clipping sees the true gradients, not the scaled ones (the scale is thousands)
+    batches = torch.Generator().set_state(trainer.train_gen.get_state())
+    x, y = trainer.corpus.get_batch("train", trainer.config.batch_size, trainer.model_config.block_size, batches)
+    reference = copy.deepcopy(trainer.model)
+    with precision.autocast(trainer.device, "float16"):
+        _, loss = reference(x.to(trainer.device), y.to(trainer.device))
+    loss.backward()
+    true_norm = torch.norm(torch.stack([p.grad.float().norm() for p in reference.parameters()]))
+    seen: list[float] = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters: object, max_norm: float, *args: object, **kwargs: object) -> torch.Tensor:
+        norm = real_clip(parameters, max_norm, *args, **kwargs)
+        seen.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    assert trainer.scaler.get_scale() > 1000
+    trainer.train_step(2)
+    # float16 products round at ~1e-3 of each value: the norms agree to well within 1%
+    assert seen == [pytest.approx(float(true_norm), rel=1e-2)]
+
+
+def test_float16_skips_an_overflowing_step_and_clips_unscaled_gradients(corpus: Corpus,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    check_float16_scaler(float16_trainer(corpus, monkeypatch), monkeypatch)
+
+
+@pytest.mark.cuda
+def test_float16_with_a_scaler_on_a_gpu(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_float16_scaler(float16_trainer(corpus, monkeypatch, device="cuda"), monkeypatch)
