@@ -123,6 +123,11 @@ def test_two_processes_train_as_one(text: Path, tmp_path: Path) -> None:
                              cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed with 1 process(es) from a checkpoint trained with 2" in resumed.stdout + resumed.stderr
+    # and one of a single process in 2 (any number loads any checkpoint)
+    out = finish(torchrun(["--resume", str(single / "ckpt.pt"), "--max-iters", "10", "--headless", "--out-dir", "four",
+                           "--threads", "1"], tmp_path))
+    assert "resumed with 2 process(es) from a checkpoint trained with 1" in out, out
+    assert "finished at step 10" in out and torch.load(tmp_path / "four" / "ckpt.pt", weights_only=True)["iter"] == 10
 
 
 def test_pause_resume_and_stop_reach_every_rank(text: Path, tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""A dashboard that falls behind is cut off by the run, and attaches again by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from helpers import tiny_configs
+from serving import ServedRun
+from textual.pilot import Pilot
+
+from chargpt_tui.app import ChargptApp
+from model.data import Corpus
+from model.rundir import RunDir
+from model.trainer import Trainer
+
+
+async def wait_for(pilot: Pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.02)
+
+
+async def test_a_viewer_that_stops_reading_is_cut_off_and_attaches_again_by_itself(corpus: Corpus,
+                                                                                   tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=50, sample_interval=50)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.01)
+    with ServedRun(trainer, socket_buffer_bytes=4096, stall_timeout_s=1.0) as run:
+        client = run.client()
+        reading = threading.Event()
+        reading.set()
+        notice = client._notice
+
+        def slow_notice(frame: dict[str, Any], payload: bytes) -> Any:
+            reading.wait()  # the viewer's reader stops taking frames: a frozen terminal, a stopped process
+            return notice(frame, payload)
+
+        client._notice = slow_notice  # type: ignore[method-assign]
+        app = ChargptApp(client)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.caught_up and app.progress.iter >= 20)
+            reading.clear()
+            await wait_for(pilot, lambda: run.server.cut_off >= 1)
+            assert not trainer.paused  # training never waited for it
+            reading.set()
+            await wait_for(pilot, lambda: app._attaches == 2 and app.caught_up)
+            shown = " ".join(line.text for line in app.messages.lines)  # (wrapped at the panel's width)
+            assert "attached at step" in shown, shown  # the history drawn anew
+            at = trainer.iter
+            await wait_for(pilot, lambda: app.progress.iter > at)  # live again
+            await pilot.press("ctrl+q")
