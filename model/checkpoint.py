@@ -14,7 +14,9 @@ A checkpoint is a dict of tensors and plain Python values only, so that
                             resumed from it evaluates (and samples) there first (absent: True)
     best_val_loss, best_iter
     elapsed_s               training time so far
-    rng                     torch (CPU), cuda (list), train_batches, eval_batches, samples
+    rng                     torch (CPU), cuda (the saving process's own GPU; older files: a list,
+                            one per visible GPU), train_batches, eval_batches, samples, device
+                            (where samples' generator lives)
     history                 step_iters, step_losses (bounded), eval_iters, train_losses, val_losses
     corpus                  {"name": path or "python-stdlib", "n_chars": ...}
     world_size              the processes that trained it (torchrun; absent: 1); any number resumes it

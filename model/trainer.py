@@ -522,12 +522,7 @@ class Trainer:
                     self.control.wake.wait(timeout=1.0)
                     self.control.wake.clear()
                 self._agree()
-                if evaluating:
-                    requests = self.control.take(evaluate=False)
-                    if requests.save:
-                        self._save(it, "request")
-                    self._serve_snapshots(requests.snapshots)
-                elif not self._serve_requests(it):
+                if not self._serve_requests(it, evaluated=evaluating):  # (none inside an evaluation)
                     break
         finally:
             self._holding = False
@@ -539,7 +534,7 @@ class Trainer:
     def _serve_requests(self, it: int, evaluated: bool = False) -> bool:
         """Act on the evaluate, save and snapshot requests made since the last step.
         Returns False if a stop request abandoned the evaluation."""
-        requests = self.control.take(evaluate=not evaluated)  # just evaluated: a requested one waits
+        requests = self.control.take(evaluate=not evaluated)  # just evaluated (or in one): a requested one waits
         abandoned = requests.evaluate and not self._requested_evaluation(it)
         if requests.save and not abandoned:  # (abandoned: the stop's own save comes next)
             self._save(it, "request")
