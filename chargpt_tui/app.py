@@ -111,6 +111,7 @@ class ChargptApp(App[int]):
         self._processes = 1  # of a torchrun job: the peak is one device's, the throughput all of theirs
         self._eval_started_s = 0.0
         self._evaluating = False  # between an EvalStarted and its EvalDone
+        self._paused_at = ""  # where the loop holds, for the status line while paused
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attached: self._on_attached, EventReported: self._on_event_reported, CaughtUp: self._on_caught_up,
             ControlRequested: self._on_control_requested, MemoryReported: self._on_memory_reported,
@@ -294,6 +295,7 @@ class ChargptApp(App[int]):
         self._set_busy("evaluating", f"0/{2 * e.eval_iters}")
 
     def _on_EvalProgress(self, e: ev.EvalProgress, at: float) -> None:
+        self._evaluating = True  # (a viewer that attached during the evaluation never saw it start)
         self._set_busy("evaluating", f"{e.done}/{e.total}")
         self.progress.set_eval_progress(1.0 - e.done / e.total)
 
@@ -336,8 +338,9 @@ class ChargptApp(App[int]):
         self.state = "paused"
         self.progress.running = False
         self.progress.set_elapsed(e.time_s)
+        self._paused_at = f"at step {e.iter}" + (", in its evaluation" if self._evaluating else "")
         if not self.diverged:
-            self.status.detail = f"at step {e.iter}" + (", in its evaluation" if self._evaluating else "")
+            self.status.detail = self._paused_at
 
     def _on_Diverged(self, e: ev.Diverged, at: float) -> None:
         self.diverged = True
@@ -410,7 +413,7 @@ class ChargptApp(App[int]):
         else:
             self.state = "evaluating" if self._evaluating else "training"
         if not self.diverged:  # what a divergence says stays on screen
-            self.status.detail = ""
+            self.status.detail = self._paused_at if self.state == "paused" else ""
 
     def _log(self, markup: str, at: float | None = None) -> None:
         """A line in the messages panel, stamped with when it happened (a replayed line read

@@ -40,6 +40,10 @@ async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: C
             held_at = app.progress.iter
             await asyncio.sleep(0.5)
             assert trainer.paused and trainer.iter == held_at == 0
+            await pilot.press("s")  # a save while held: the status still says where it holds
+            await wait_for(pilot, lambda: (run_dir.ckpt_path).exists() and app.state == "paused")
+            await pilot.pause(0.2)
+            assert app.status.detail == "at step 0, in its evaluation"
             await pilot.press("p")
             await wait_for(pilot, lambda: app.state == "evaluating")
             assert not trainer.paused
