@@ -52,6 +52,8 @@ def decode(line: bytes) -> dict[str, Any]:
         frame = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("not a line of JSON") from None
+    except RecursionError:  # b"[" * 1500: json's decoder recurses once per level
+        raise ProtocolError("nested too deeply") from None
     if not isinstance(frame, dict):
         raise ProtocolError("a message is a JSON object")
     return frame

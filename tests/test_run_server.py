@@ -188,10 +188,13 @@ BAD = [
     (b'{"op": 5}\n', "needs an"),
     (b"\xff\xfe\n", "not a line of JSON"),
     (b'{"op": "' + b"a" * 10_000 + b'"}\n', "too long"),
+    (b"[" * 1500 + b"\n", "nested too deeply"),  # under 4 KB: a RecursionError inside json
+    (b'{"op": ' + b"[" * 2000 + b"\n", "nested too deeply"),
 ]
 
 
-def test_malformed_unknown_and_long_messages_get_an_error_and_change_nothing(run: ServedRun) -> None:
+def test_malformed_unknown_and_long_messages_get_an_error_and_change_nothing(
+        run: ServedRun, caplog: pytest.LogCaptureFixture) -> None:
     viewer = RawViewer(run.run_dir)
     try:
         viewer.until("live")
@@ -206,6 +209,8 @@ def test_malformed_unknown_and_long_messages_get_an_error_and_change_nothing(run
         assert viewer.until("reply")["id"] == 11
     finally:
         viewer.close()
+    # no traceback in the run's log (asyncio reports a task that died of an exception there)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
 
 
 def test_a_viewer_that_keeps_sending_garbage_is_cut_off(run: ServedRun) -> None:
