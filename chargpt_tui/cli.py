@@ -23,7 +23,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 # Only what parsing and error reporting need: PyTorch is loaded by the commands that use it, so
 # that `attach` and `runs` (and a dashboard, whose training runs in another process) start fast.
-from model.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, ConfigError, GPTConfig, TrainConfig, build_configs
+from model.config import (
+    DEVICES,
+    DTYPES,
+    LR_SCHEDULES,
+    PRESETS,
+    TEMPERATURE_RULE,
+    ConfigError,
+    GPTConfig,
+    TrainConfig,
+    build_configs,
+    temperature_ok,
+)
 from model.errors import CheckpointError, CorpusError
 from model.rundir import RunDir, RunDirError
 
@@ -160,8 +171,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT", help="a ckpt.pt or best.pt from a run directory")
     p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
     p.add_argument("--max-new-tokens", type=non_negative_int, default=500, help="characters to generate (500)")
-    p.add_argument("--temperature", type=non_negative_float, default=1.0,
-                   help="sampling temperature; 0 always picks the most likely character (1.0)")
+    p.add_argument("--temperature", type=_number(float, temperature_ok, TEMPERATURE_RULE), default=1.0,
+                   help=f"sampling temperature, {TEMPERATURE_RULE} (1.0)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely characters")
     p.add_argument("--seed", type=non_negative_int, default=1337, help="random seed (1337)")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run the model (cpu)")

@@ -95,6 +95,17 @@ class TrainConfig:
                               f"--grad-accum ({world_size} x {self.grad_accum})")
 
 
+# Sampling temperatures: 0 (the most likely character each time) or within these. Below the
+# lower bound logits / temperature overflows float32 (1e-45 gave inf, then NaN probabilities);
+# there it picks the most likely character anyway.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+TEMPERATURE_RULE = f"0 (always the most likely character) or from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
+
+
+def temperature_ok(temperature: float) -> bool:
+    return temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
+
+
 def _require_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{name} must be positive, got {value}")

@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .attention import causal_self_attention, merge_heads, split_heads
-from .config import GPTConfig
+from .config import TEMPERATURE_RULE, GPTConfig, temperature_ok
 from .dropout import Dropout
 from .linear import Linear
 
@@ -347,7 +347,10 @@ LM = GPT
 def sample_next(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Sample one id per row from logits (B, vocab); temperature 0 picks the most likely id."""
+    """Sample one id per row from logits (B, vocab); temperature 0 picks the most likely id.
+    ValueError for a temperature outside config.TEMPERATURE_RULE."""
+    if not temperature_ok(temperature):
+        raise ValueError(f"temperature must be {TEMPERATURE_RULE}, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature

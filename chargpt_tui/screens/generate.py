@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +19,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 if TYPE_CHECKING:
     from model.gpt import GPT
 
+from model.config import TEMPERATURE_RULE, temperature_ok
 from model.tokenizer import CharTokenizer
 
 
@@ -67,7 +69,8 @@ class GenerateScreen(ModalScreen[None]):
         return ""
 
     def _show_problem(self, problem: str) -> None:
-        self.query_one("#generate-problem", Static).update(f"[b red]{problem}[/]" if problem else "")
+        # (the problem may quote the prompt's characters: shown literally, never as markup)
+        self.query_one("#generate-problem", Static).update(Text(problem, style="bold red"))
 
     @on(Input.Submitted)
     def _submitted(self) -> None:
@@ -81,8 +84,10 @@ class GenerateScreen(ModalScreen[None]):
         except ValueError:
             problem = problem or "tokens, temperature and top-k must be numbers"
         else:
-            if max_tokens <= 0 or temperature < 0 or (top_k is not None and top_k <= 0):
-                problem = problem or "tokens and top-k must be positive, temperature 0 or more"
+            if max_tokens <= 0 or (top_k is not None and top_k <= 0):
+                problem = problem or "tokens and top-k must be positive"
+            elif not temperature_ok(temperature):
+                problem = problem or f"temperature must be {TEMPERATURE_RULE}"
         self._show_problem(problem)
         if problem:
             return
