@@ -12,15 +12,17 @@ import json
 import math
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model import events as ev
+from model.rundir import process_exists
 
 from .journal import RunJournal
 from .protocol import ProtocolError, event_from_record
-from .runtime import ServerInfo, is_running
+from .runtime import ServerInfo, lock_held
 
 if TYPE_CHECKING:
     from model.gpt import GPT
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 class RunSummary:
     path: str
     name: str
-    state: str  # running, finished, stopped, failed, crashed
+    state: str  # running, finished, stopped, failed, crashed; unknown: another user's, its lock not readable
     pid: int | None
     iter: int
     max_iters: int | None
@@ -62,7 +64,13 @@ def summarize(path: Path) -> RunSummary:
     last_eval = next((r for r in reversed(records) if r.get("event") == "eval"), None)
     end = next((r for r in reversed(records) if r.get("event") in ("finished", "failed", "start")), None)
     pid = None
-    if is_running(path):
+    held = lock_held(path)
+    if held is None:  # another user's run: its server.json (readable) says which process, if any
+        info = ServerInfo.read(path)
+        alive = info is not None and info.host == socket.gethostname() and process_exists(info.pid)
+        pid = info.pid if info is not None and alive else None
+        held = True if alive else None
+    elif held:
         info = ServerInfo.read(path)
         pid = info.pid if info else None
     # a process may outlive its training (a dashboard's stays while viewers look): the log says
@@ -71,7 +79,7 @@ def summarize(path: Path) -> RunSummary:
     elif end is not None and end.get("event") == "failed":
         state = "failed"
     else:
-        state = "running" if pid is not None or is_running(path) else "crashed"
+        state = "running" if pid is not None or held else "crashed" if held is False else "unknown"
     start = next((r for r in records if r.get("event") == "start"), None)
     iters = [int(r.get("iter", 0)) for r in (last_step, end, start) if r is not None]
     best = last_eval.get("best_val_loss") if last_eval else None

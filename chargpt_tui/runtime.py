@@ -114,8 +114,16 @@ class RunLock:
 
 def is_running(run_dir: Path) -> bool:
     """True while some process holds the run directory's lock (a training process is alive)."""
+    return lock_held(run_dir) is True
+
+
+def lock_held(run_dir: Path) -> bool | None:
+    """Whether a process holds the run directory's lock; None when this user cannot tell (the lock
+    file is another user's, 0600: their run, running or not)."""
     try:
         fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        return None
     except OSError:
         return False
     try:

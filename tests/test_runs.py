@@ -190,3 +190,55 @@ def test_a_finished_runs_journal_is_read_from_its_cache_while_metrics_are_unchan
     assert load_journal_cache(path) is not None
     (path / "journal.json").write_text(json.dumps({"version": 99, "metrics_bytes": 0, "events": []}))
     assert load_journal_cache(path) is None
+
+
+def test_another_users_running_run_is_not_called_crashed(tmp_path: Path) -> None:
+    """Its lock file is theirs (0600): it cannot be opened to test. What its server.json says of
+    its process decides (listed as running, with its pid), not "crashed"."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to look as another uid")
+    shared = Path(tempfile.mkdtemp(prefix="chargpt-shared-"))  # a folder others may read, as README suggests
+    try:
+        shared.chmod(0o755)
+        path = write_run(shared / "theirs", [start(), steps(1, 10)])
+        for p in (path, *path.iterdir()):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        lock = RunLock(path)
+        lock.acquire()
+        try:
+            write_server_info(path, ServerInfo(os.getpid(), socket.gethostname(), "/nowhere.sock", 1, 0.0))
+            (path / "server.json").chmod(0o644)
+            assert oct((path / ".lock").stat().st_mode & 0o777) == "0o600"
+            result = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                     sys.executable, "-m", "chargpt_tui", "runs", str(shared), "--json"],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            listed = json.loads(result.stdout.splitlines()[0])
+            assert (listed["state"], listed["pid"]) == ("running", os.getpid())
+        finally:
+            lock.release()
+        assert summarize(path).state == "crashed"  # (ours to test now: not held, and nothing says it finished)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_run_whose_lock_cannot_be_read_and_names_no_process_is_unknown(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chargpt_tui import runtime
+
+    path = write_run(tmp_path / "theirs", [start(), steps(1, 10)])
+    real_open = os.open
+
+    def open_(file: object, *args: object, **kwargs: object) -> int:
+        if str(file).endswith(".lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.os, "open", open_)
+    assert summarize(path).state == "unknown"
