@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from model import events as ev
 
 from . import protocol
 from .runs import is_run_dir, load_journal_cache, load_run_model, read_config, read_journal, summarize
-from .runtime import ServerInfo, is_running
+from .runtime import ServerInfo, connect_unix, is_running, peer_uid, untrusted_socket_folder
 
 if TYPE_CHECKING:  # PyTorch is loaded only to generate: a viewer starts without it
     from model.gpt import GPT
@@ -159,19 +160,26 @@ class RunClient(RunLink):
         if info.protocol != protocol.PROTOCOL_VERSION:
             raise AttachError(f"{self.run_dir} is served with protocol version {info.protocol}; "
                               f"this chargpt-tui speaks {protocol.PROTOCOL_VERSION}")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.connect_timeout_s)
+        why = untrusted_socket_folder(Path(info.socket))
+        if why is not None:
+            raise AttachError(f"{self.run_dir}: its server.json names the socket {info.socket}, and {why}; "
+                              "not connecting")
         try:
-            sock.connect(info.socket)
+            sock = connect_unix(info.socket, self.connect_timeout_s)
         except PermissionError:
-            sock.close()
             raise AttachError(f"{self.run_dir}: permission denied "
                               "(only the user who started a run can attach)") from None
         except OSError as exc:
-            sock.close()
             raise AttachError(f"cannot reach the run's process {info.pid} at {info.socket} "
                               f"({exc.strerror or exc})") from None
-        sock.settimeout(None)
+        try:
+            uid = peer_uid(sock)
+        except OSError:
+            uid = -1
+        if uid is not None and uid != os.getuid():
+            sock.close()
+            raise AttachError(f"{self.run_dir}: the process at {info.socket} runs as uid {uid}, not as you; "
+                              "not connecting")
         self._sock, self._file = sock, sock.makefile("rb")
         self._closing = False
         self.connected = True

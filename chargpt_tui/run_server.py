@@ -21,7 +21,6 @@ import asyncio
 import io
 import os
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -40,7 +39,15 @@ from model.trainer import Trainer
 from . import protocol
 from .journal import RunJournal
 from .runs import read_journal
-from .runtime import RunLock, ServerInfo, remove_dead_sockets, remove_stale_server, runtime_dir, write_server_info
+from .runtime import (
+    RunLock,
+    ServerInfo,
+    peer_uid,
+    remove_dead_sockets,
+    remove_stale_server,
+    runtime_dir,
+    write_server_info,
+)
 
 MAX_BAD_REQUESTS = 20
 # How long a snapshot waits for the loop's next step boundary (an evaluation of the default
@@ -469,14 +476,13 @@ def _step_bytes(event: ev.StepsDone) -> int:
 
 def _same_user(sock: socket.socket | None) -> bool:
     """The peer's uid from the kernel (SO_PEERCRED, Linux). Elsewhere the folder's 0700 decides."""
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+    if sock is None:
         return True
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        uid = peer_uid(sock)
     except OSError:
         return False
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    return uid is None or uid == os.getuid()
 
 
 def _names_us(server_json: Path) -> bool:

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import stat
+import struct
 import tempfile
 import time
 from dataclasses import dataclass
@@ -183,3 +184,56 @@ def _answers(sock: Path) -> bool:
     finally:
         probe.close()
     return True
+
+
+def untrusted_socket_folder(sock: Path) -> str | None:
+    """Why a socket named in a run's server.json is not to be trusted, or None. Only a folder
+    that is this user's own and closed to others (a runtime folder, 0700) holds sockets that
+    only this user could have made: a run directory others can write (a shared folder) could
+    otherwise name a socket of someone else's, standing in for the run."""
+    folder = Path(sock).parent
+    try:
+        info = folder.lstat()
+    except OSError as exc:
+        return f"its folder {folder} cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return f"it is not in a private folder of yours ({folder} must be a 0700 directory you own)"
+    return None
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket, from the kernel (SO_PEERCRED,
+    Linux); None where that cannot be asked."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def connect_unix(path: str, timeout: float) -> socket.socket:
+    """A connected Unix socket, waiting up to `timeout` seconds for the listener to take it.
+
+    A socket with a timeout is non-blocking inside, and Linux answers a non-blocking connect to a
+    listener whose queue is full with EAGAIN at once, not a wait: during a flood of connections
+    every attach failed. Here a full queue is tried again (a fresh socket each time) until the
+    deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            sock.connect(path)
+        except (BlockingIOError, InterruptedError) as exc:  # EAGAIN: the listen queue is full
+            sock.close()
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(errno.ETIMEDOUT, f"the run's process did not take the connection in {timeout:g} s "
+                                   "(busy with other connections)") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock
