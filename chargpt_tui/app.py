@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -93,7 +94,7 @@ class ChargptApp(App[int]):
         self.device_panel = DevicePanel(id="device")
         self.progress = ProgressPanel(id="progress")
         self.samples = SamplesPanel(id="samples")
-        self.messages = RichLog(id="messages", max_lines=500, wrap=True, markup=True, min_width=20)
+        self.messages = RichLog(id="messages", max_lines=500, wrap=True, markup=False, min_width=20)
         self.outcome = CLOSED
         self.ended: RunEnded | None = None  # how the training process's run ended, when it told us
         self.pid: int | None = None
@@ -208,7 +209,7 @@ class ChargptApp(App[int]):
             self.state = "stopping"
             self.status.detail = "saving a checkpoint, then stopping"
         if by_other:
-            self._log(f"another viewer (#{n.by}) asked to {n.op}")
+            self._log(f"another viewer (#{n.by}) asked to {n.op}")  # (a number and a known op)
 
     def _on_memory_reported(self, n: MemoryReported) -> None:
         if "rss" in n.memory:
@@ -218,7 +219,7 @@ class ChargptApp(App[int]):
                                          f"{si(n.memory.get('reserved', 0.0), 'B')} reserved")
 
     def _on_request_refused(self, n: RequestRefused) -> None:
-        self.notify(n.error, severity="warning", timeout=8)
+        self.notify(n.error, severity="warning", timeout=8, markup=False)
         self._set_busy(None)
 
     def _on_run_ended(self, n: RunEnded) -> None:
@@ -236,7 +237,7 @@ class ChargptApp(App[int]):
         shown = self.status.detail if "not running" not in self.status.detail else ""  # how it ended, say
         self.status.detail = f"not running ({n.state})" + (f" · {shown}" if shown else "")
         if self._attaches <= 1 and not self._quitting:
-            self._log(f"[b]not running[/] ({n.state}): this is the run as it was left; g generates from its "
+            self._log(("not running", "b"), f" ({n.state}): this is the run as it was left; g generates from its "
                       "ckpt.pt; it is never trained from here")
         if self._quitting:
             self.outcome = ENDED if self.ended is not None else CLOSED
@@ -244,7 +245,7 @@ class ChargptApp(App[int]):
 
     def _on_disconnected(self, n: Disconnected) -> None:
         if n.still_running:
-            self._log(f"[b yellow]disconnected[/] ({n.reason}); attaching again")
+            self._log(("disconnected", "b yellow"), f" ({n.reason}); attaching again")
             self._reattach()
         else:
             self._log(f"the run's process has ended ({n.reason})")
@@ -277,7 +278,7 @@ class ChargptApp(App[int]):
         if self._replaying:
             self._log(f"attached at step {e.iter}{where}" if self.live else f"read at step {e.iter}{where}")
         else:
-            self._log(f"{'resumed at step ' + str(e.iter) if e.resumed else 'started'}{where}", at)
+            self._log(f"{'resumed at step ' + str(e.iter) if e.resumed else 'started'}{where}", at=at)
         if e.dtype_reason:
             self._log(f"{e.dtype}: {e.dtype_reason}")
 
@@ -305,8 +306,8 @@ class ChargptApp(App[int]):
             self.chart.add_eval(e.iter, e.train_loss, e.val_loss)
             self.progress.eval_finished(e.time_s - self._eval_started_s)
             self.progress.set_elapsed(e.time_s)
-        best = " [b green](best)[/]" if e.is_best else ""
-        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}{best}", at)
+        best = " (best)" if e.is_best else ""
+        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}", (best, "b green"), at=at)
         if not self._replaying:
             self._set_busy(None)
 
@@ -315,19 +316,20 @@ class ChargptApp(App[int]):
 
     def _on_CheckpointSaved(self, e: ev.CheckpointSaved, at: float) -> None:
         best = " and best.pt" if e.also_best else ""
-        self._log(f"step {e.iter}: saved {_short_name(e.path)}{best}", at)
+        self._log(f"step {e.iter}: saved {_short_name(e.path)}{best}", at=at)
         if self._replaying:
             return
         if e.reason != "eval":
-            self.notify(f"{e.path} (step {e.iter})", title="Checkpoint saved", timeout=4)
+            self.notify(f"{e.path} (step {e.iter})", title="Checkpoint saved", timeout=4, markup=False)
         self._set_busy(None)
 
     def _on_CheckpointFailed(self, e: ev.CheckpointFailed, at: float) -> None:
-        self._log(f"[b red]could not save[/] {e.path} at step {e.iter}: {e.error}", at)
+        self._log(("could not save", "b red"), f" {e.path} at step {e.iter}: {e.error}", at=at)
         if self._replaying:
             return
         goes_on = "" if self.diverged else " Training goes on."
-        self.notify(f"{e.path}: {e.error}.{goes_on}", title="Checkpoint not saved", severity="error", timeout=10)
+        self.notify(f"{e.path}: {e.error}.{goes_on}", title="Checkpoint not saved", severity="error", timeout=10,
+                    markup=False)
         self._set_busy(None)
 
     def _on_Paused(self, e: ev.Paused, at: float) -> None:
@@ -348,10 +350,10 @@ class ChargptApp(App[int]):
         self.progress.running = False
         self.state = "paused"
         self.status.detail = "loss diverged (NaN/inf): press q to quit"
-        self._log(f"[b red]{e.message}.[/] Quit with q and resume from the kept checkpoint with a lower "
-                  "--learning-rate or a --grad-clip.", at)
+        self._log((f"{e.message}.", "b red"), " Quit with q and resume from the kept checkpoint with a lower "
+                  "--learning-rate or a --grad-clip.", at=at)
         if not self._replaying:
-            self.notify(e.message, title="Training diverged", severity="error", timeout=60)
+            self.notify(e.message, title="Training diverged", severity="error", timeout=60, markup=False)
 
     def _on_Resumed(self, e: ev.Resumed, at: float) -> None:
         self._loop_paused = False
@@ -362,14 +364,14 @@ class ChargptApp(App[int]):
         self.status.detail = ""
 
     def _on_Warning(self, e: ev.Warning, at: float) -> None:
-        self._log(f"[b yellow]warning:[/] {e.message}", at)
+        self._log(("warning:", "b yellow"), f" {e.message}", at=at)
         if not self._replaying:
-            self.notify(e.message, severity="warning", timeout=8)
+            self.notify(e.message, severity="warning", timeout=8, markup=False)
 
     def _on_Hint(self, e: ev.Hint, at: float) -> None:
-        self._log(f"[b cyan]hint:[/] {e.message}", at)
+        self._log(("hint:", "b cyan"), f" {e.message}", at=at)
         if not self._replaying:
-            self.notify(e.message, title="Hint", timeout=20)
+            self.notify(e.message, title="Hint", timeout=20, markup=False)
 
     def _on_Finished(self, e: ev.Finished, at: float) -> None:
         self.finished = True
@@ -378,17 +380,17 @@ class ChargptApp(App[int]):
         self.state = "finished"
         best = f"best val {e.best_val_loss:.4f} at step {e.best_iter}" if e.best_iter >= 0 else "not evaluated"
         self.status.detail = f"{'stopped' if e.stopped else 'done'} at step {e.iter} · {best}"
-        self._log(f"[b]{'stopped' if e.stopped else 'finished'}[/] at step {e.iter} after {duration(e.time_s)}; "
-                  f"{best}", at)
+        word = "stopped" if e.stopped else "finished"
+        self._log((word, "b"), f" at step {e.iter} after {duration(e.time_s)}; {best}", at=at)
 
     def _on_Failed(self, e: ev.Failed, at: float) -> None:
         self.finished = True
         self.progress.running = False
         self.state = "failed"
         self.status.detail = e.error
-        self._log(f"[b red]training failed at step {e.iter}:[/] {e.error}", at)
+        self._log((f"training failed at step {e.iter}:", "b red"), f" {e.error}", at=at)
         if not self._replaying:
-            self.notify(e.error, title="Training failed", severity="error", timeout=30)
+            self.notify(e.error, title="Training failed", severity="error", timeout=30, markup=False)
 
     # ---- state shown in the status bar ---------------------------------------------------------------
     def watch_state(self, state: str) -> None:
@@ -415,13 +417,12 @@ class ChargptApp(App[int]):
         if not self.diverged:  # what a divergence says stays on screen
             self.status.detail = self._paused_at if self.state == "paused" else ""
 
-    def _log(self, markup: str, at: float | None = None) -> None:
+    def _log(self, *parts: str | tuple[str, str], at: float | None = None) -> None:
         """A line in the messages panel, stamped with when it happened (a replayed line read
-        from disk has no wall time: no stamp)."""
-        if at == 0.0:
-            self.messages.write(f"[dim]{'':8}[/] {markup}")
-            return
-        self.messages.write(f"[dim]{time.strftime('%H:%M:%S', time.localtime(at))}[/] {markup}")
+        from disk has no wall time: no stamp). Parts are literal text, or (text, style): never
+        markup, since paths, names, messages and errors come from outside."""
+        stamp = f"{'':8}" if at == 0.0 else time.strftime("%H:%M:%S", time.localtime(at))
+        self.messages.write(Text.assemble((stamp, "dim"), " ", *parts))
 
     # ---- keys ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -446,7 +447,7 @@ class ChargptApp(App[int]):
         if self.live:
             return True
         self.notify(f"the run is not running: nothing to {what}. Train on with --resume "
-                    f"{self.link.run_dir / 'ckpt.pt'}", severity="warning", timeout=6)
+                    f"{self.link.run_dir / 'ckpt.pt'}", severity="warning", timeout=6, markup=False)
         return False
 
     def action_read_only(self) -> None:
