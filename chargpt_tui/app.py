@@ -56,6 +56,9 @@ class RunReported(Message):
 
 # Where the dashboard was left: how run_app reports the end to the shell.
 DETACHED, CLOSED, ENDED = "detached", "closed", "ended"
+# Attaching again after being cut off: at first after half a second; cut off again within a
+# minute of attaching, after twice as long as the time before, up to 30 s.
+REATTACH_FIRST_S, REATTACH_MAX_S, REATTACH_RESET_S = 0.5, 30.0, 60.0
 
 
 class ChargptApp(App[int]):
@@ -113,6 +116,8 @@ class ChargptApp(App[int]):
         self._eval_started_s = 0.0
         self._evaluating = False  # between an EvalStarted and its EvalDone
         self._paused_at = ""  # where the loop holds, for the status line while paused
+        self._attached_at = 0.0  # when the latest attach came (monotonic), and the wait before the next
+        self._reattach_delay_s = REATTACH_FIRST_S
         self._handlers: dict[type, Callable[[Any], None]] = {
             Attached: self._on_attached, EventReported: self._on_event_reported, CaughtUp: self._on_caught_up,
             ControlRequested: self._on_control_requested, MemoryReported: self._on_memory_reported,
@@ -164,6 +169,7 @@ class ChargptApp(App[int]):
 
     def _on_attached(self, n: Attached) -> None:
         self._attaches += 1
+        self._attached_at = time.monotonic()
         if self._attaches > 1:  # attached again (after being cut off): the history comes anew
             self.chart.clear()
             self.samples.clear()
@@ -244,19 +250,24 @@ class ChargptApp(App[int]):
             self.exit(self.exit_code)
 
     def _on_disconnected(self, n: Disconnected) -> None:
+        self.progress.running = False  # nothing is known to run until attached again
         if n.still_running:
-            self._log(("disconnected", "b yellow"), f" ({n.reason}); attaching again")
-            self._reattach()
+            # cut off again soon after attaching: wait longer each time, so that a viewer that
+            # cannot keep up does not make the run encode its history for it again and again
+            now = time.monotonic()
+            quickly = now - self._attached_at < REATTACH_RESET_S
+            self._reattach_delay_s = min(2 * self._reattach_delay_s, REATTACH_MAX_S) if quickly else REATTACH_FIRST_S
+            self._log(("disconnected", "b yellow"), f" ({n.reason}); attaching again in {self._reattach_delay_s:g} s")
+            self._reattach(self._reattach_delay_s)
         else:
             self._log(f"the run's process has ended ({n.reason})")
 
     @work(thread=True, group="link", exclusive=True)
-    def _reattach(self) -> None:
-        time.sleep(0.5)
+    def _reattach(self, delay_s: float) -> None:
         try:
-            self.link.reconnect()
+            self.link.reconnect(first_delay_s=delay_s)
         except Exception as exc:
-            self.call_from_thread(self._log, f"[b red]could not attach again:[/] {exc}")
+            self.call_from_thread(self._log, ("could not attach again:", "b red"), f" {exc}")
 
     # ---- events from the trainer -----------------------------------------------------------------
     def _on_RunStarted(self, e: ev.RunStarted, at: float) -> None:

@@ -16,6 +16,7 @@ import itertools
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ class RunLink:
         """The weights as they are now (blocks: call it from a worker thread)."""
         raise NotImplementedError
 
-    def reconnect(self) -> None:
+    def reconnect(self, first_delay_s: float = 0.5) -> None:
         """Attach again after being cut off (only a link to a running run can be)."""
         raise AttachError(f"{self.run_dir} is not running")
 
@@ -190,11 +191,25 @@ class RunClient(RunLink):
             self.connect()
         threading.Thread(target=self._read, name="run-client", daemon=True).start()
 
-    def reconnect(self) -> None:
-        """After being cut off: a new connection, and the history again."""
+    def reconnect(self, first_delay_s: float = 0.5, max_delay_s: float = 30.0) -> None:
+        """After being cut off: a new connection, and the history again; or, once the run's process
+        is found gone, NotRunning. A killed process closes its socket a moment before the kernel
+        lets go of its lock, so the run may look alive for that moment: a failed try is tried again,
+        less often each time, for as long as the lock is held."""
         assert self._notify is not None
+        notify = self._notify
         self.close()
-        self.start(self._notify)
+        delay = first_delay_s
+        while True:
+            time.sleep(delay)
+            if not is_running(self.run_dir):
+                notify(NotRunning(summarize(self.run_dir).state))
+                return
+            try:
+                self.start(notify)
+                return
+            except AttachError:
+                delay = min(max(2 * delay, 0.25), max_delay_s)
 
     def _read(self) -> None:
         notify, f = self._notify, self._file

@@ -55,3 +55,32 @@ async def test_a_viewer_that_stops_reading_is_cut_off_and_attaches_again_by_itse
             at = trainer.iter
             await wait_for(pilot, lambda: app.progress.iter > at)  # live again
             await pilot.press("ctrl+q")
+
+
+async def test_a_viewer_of_a_killed_run_shows_it_not_running_within_3_s(corpus: Corpus, tmp_path: Path) -> None:
+    """kill -9: the socket closes a moment before the kernel lets go of the lock. The viewer saw
+    the lock held, tried to attach again, found nothing serving, and stayed on TRAINING with its
+    clock ticking, for good (1 kill in 3). Here the socket goes first, the lock 0.3 s later."""
+    import time
+
+    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=1_000_000)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.05)
+    run = ServedRun(trainer)
+    try:
+        app = ChargptApp(run.client())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.caught_up and app.progress.iter >= 2 and app.state == "training")
+            run.server.close()  # the process is gone: no "ended", no "bye", its socket and server.json with it
+            died = time.monotonic()
+            await asyncio.sleep(0.3)
+            run.lock.release()  # ... and then its lock
+            await wait_for(pilot, lambda: not app.live and "not running" in app.status.detail, timeout=10)
+            assert time.monotonic() - died < 3.0
+            assert app.state == "crashed" and not app.progress.running
+            await pilot.press("q")
+    finally:
+        trainer.stop()
+        run.thread.join(30)
+        run.metrics.close()
