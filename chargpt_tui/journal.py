@@ -3,7 +3,9 @@ history (bounded, as the chart keeps it), recent messages and samples, and the s
 
 It is fed the trainer's events, live in the training process or read back from metrics.jsonl,
 and hands out a short list of events that, replayed, put a fresh dashboard where a dashboard
-that watched from the start would be.
+that watched from the start would be. Bounded whatever the run does: the loss history is thinned
+as the chart thins it, evaluations likewise past MAX_EVALS, and of the messages and samples it
+keeps the latest (MAX_SAMPLES samples), each text cut at MAX_TEXT characters.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from model.history import LossHistory
 # Events a late viewer is shown again: what the messages and samples panels list, and the end.
 REPLAYED = (ev.EvalDone, ev.SampleGenerated, ev.CheckpointSaved, ev.CheckpointFailed, ev.Warning, ev.Hint,
             ev.Diverged, ev.Finished, ev.Failed)
+MAX_EVALS = 2000  # evaluations in the catch-up's history; past it, every other one of the older half goes
+MAX_SAMPLES = 20  # samples among the replayed events (the panel shows the latest; earlier ones scroll)
+MAX_TEXT = 2000  # characters of a replayed sample or message (a sample is as long as --sample-tokens)
+_TEXT_FIELDS = {ev.SampleGenerated: "text", ev.Warning: "message", ev.Hint: "message", ev.Failed: "error",
+                ev.Diverged: "message", ev.CheckpointFailed: "error"}
 
 
 class RunJournal:
@@ -39,6 +46,9 @@ class RunJournal:
             self.last_steps = event
         elif isinstance(event, ev.EvalDone):
             self.evals.append((event.iter, event.train_loss, event.val_loss))
+            if len(self.evals) > MAX_EVALS:
+                half = len(self.evals) // 2
+                self.evals = self.evals[:half:2] + self.evals[half:]
         elif isinstance(event, ev.Paused):
             self.paused = True
         elif isinstance(event, ev.Resumed):
@@ -46,7 +56,7 @@ class RunJournal:
         elif isinstance(event, (ev.Finished, ev.Failed)):
             self.ended = event
         if isinstance(event, REPLAYED):
-            self.recent.append((event, at))
+            self._replay_later(event, at)
         self.iter = max(self.iter, event.iter) if not isinstance(event, ev.RunStarted) else event.iter
         self.time_s = event.time_s
 
@@ -63,6 +73,16 @@ class RunJournal:
             self.evals = [e for e in self.evals if e[0] <= event.iter]
         self.started = event
         self.forget_end()
+
+    def _replay_later(self, event: ev.Event, at: float) -> None:
+        name = _TEXT_FIELDS.get(type(event))
+        if name is not None and len(getattr(event, name)) > MAX_TEXT:
+            event = dataclasses.replace(event, **{name: getattr(event, name)[:MAX_TEXT] + "…"})
+        if isinstance(event, ev.SampleGenerated):
+            samples = [i for i, (e, _) in enumerate(self.recent) if isinstance(e, ev.SampleGenerated)]
+            if len(samples) >= MAX_SAMPLES:
+                del self.recent[samples[0]]
+        self.recent.append((event, at))
 
     def forget_end(self) -> None:
         """A new segment of the run begins (a resume): an earlier segment's end is not its own."""

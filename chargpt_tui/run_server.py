@@ -7,37 +7,42 @@
     server.run_ended(...)                        # viewers learn how it ended
     server.close()
 
-The training loop never waits on a viewer. Events cross into the server's loop with
-call_soon_threadsafe and return at once; each viewer has its own queue, in which step batches
-are merged while the viewer is behind; a viewer whose queue passes `budget_bytes`, or whose
-socket has taken nothing for `stall_timeout_s`, is cut off (it may attach again and is sent
-the history anew). A viewer is never trusted: each request is checked, and a bad one gets an
-error reply and changes nothing; one that keeps sending garbage is cut off.
+The training loop never waits on a viewer, and nothing a client does can slow it much or grow
+its memory: everything a client can cause is bounded (README, "Viewers").
+- Events cross into the server's loop with call_soon_threadsafe and return at once. Each is
+  encoded once for every viewer; a late viewer's catch-up is encoded at most every few seconds
+  and shared (catch_up.py).
+- Connections are accepted at most ACCEPT_RATE a second (the rest wait in the kernel's queue; a
+  viewer's connect waits for its turn), and at most MAX_VIEWERS are attached: the next is told
+  so in one line and closed. Requests are limited per viewer (REQUEST_RATE); malformed ones and
+  those past the limit get an error reply, and a viewer that keeps it up is cut off.
+- Each viewer has a queue (viewer_queue.py): live frames within `budget_bytes`, its catch-up and
+  snapshots outside it but to be taken at a useful rate; a viewer whose socket takes nothing for
+  `stall_timeout_s`, that falls past its budget or takes bulk data too slowly, is cut off (it may
+  attach again, and is sent the history anew).
+- Snapshots of the weights: one payload at a time, shared (snapshots.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from model import events as ev
 from model.device import memory_usage
 from model.trainer import Trainer
 
 from . import protocol
+from .catch_up import CatchUp
 from .journal import RunJournal
+from .rate_limit import RateLimit
 from .runs import read_journal
 from .runtime import (
     RunLock,
@@ -48,26 +53,33 @@ from .runtime import (
     runtime_dir,
     write_server_info,
 )
+from .snapshots import Snapshots
+from .viewer_queue import Bulk, Progress, ViewerQueue
 
-MAX_BAD_REQUESTS = 20
-# How long a snapshot waits for the loop's next step boundary (an evaluation of the default
-# preset takes about 100 s on a slow 2-core CPU); under the viewer's own 120 s, so that the
-# viewer hears why rather than only that nothing came.
-SNAPSHOT_TIMEOUT_S = 100.0
+MAX_BAD_REQUESTS = 20  # malformed requests, or requests past the rate limit, before a viewer is cut off
+MAX_VIEWERS = 16  # attached at once (each one's live budget is memory the run may have to hold)
+ACCEPT_RATE, ACCEPT_BURST = 20.0, 20  # connections a second
+REQUEST_RATE, REQUEST_BURST = 10.0, 20  # requests a second, per viewer
+CHECK_INTERVAL_S = 0.5  # how often viewers' progress is looked at (a stall is cut off within this of its timeout)
+LISTEN_BACKLOG = 64
 
 
 @dataclass
 class _Viewer:
     number: int
     writer: asyncio.StreamWriter
-    queue: deque[Any]  # encoded frames (bytes), step batches not yet encoded (StepsDone), snapshots
-    queued_bytes: int = 0
-    wake: asyncio.Event | None = None
-    draining_since: float | None = None  # when the socket stopped taking what was written
+    queue: ViewerQueue
+    progress: Progress
+    requests: RateLimit
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     bad_requests: int = 0
     snapshot_pending: bool = False
     leaving: bool = False  # told "bye": what is queued is written, then the connection ends
     closed: bool = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.queue.live_bytes
 
 
 class RunServer:
@@ -85,6 +97,7 @@ class RunServer:
         socket_buffer_bytes: int | None = None,
         folder: Path | None = None,
         check_peer: bool = True,
+        max_viewers: int = MAX_VIEWERS,
     ) -> None:
         if not lock.held:
             raise ValueError("the run directory's lock must be held first")
@@ -99,25 +112,33 @@ class RunServer:
         self.socket_buffer_bytes = socket_buffer_bytes
         self.folder = folder
         self.check_peer = check_peer
+        self.max_viewers = max_viewers
         # A resumed run's earlier samples and messages are in metrics.jsonl: late viewers get them
         # too (its loss history comes with the trainer's start event, from the checkpoint).
-        self.journal = read_journal(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else RunJournal()
-        self.journal.forget_end()
+        journal = read_journal(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else RunJournal()
+        journal.forget_end()
+        self.frames = CatchUp(journal)
         self.viewers: dict[int, _Viewer] = {}
         self.cut_off = 0  # viewers disconnected for being too slow or too noisy (tests, diagnostics)
+        self.refused = 0  # connections turned away (too many viewers)
         self.socket_path: Path | None = None
         self.ended: dict[str, Any] | None = None
         self._numbers = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._no_viewers = threading.Event()
         self._no_viewers.set()
         self._controls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-controls")
         self._controls_pending: set[str] = set()  # a save or evaluation asked for again meanwhile is one
-        self._snapshot_waiters: list[tuple[_Viewer, int | None]] = []  # one snapshot serves them all
+        self.snapshots = Snapshots(trainer, self._controls, self._call_in_loop, self._deliver_snapshot)
         self.ever_attached = threading.Event()
+
+    @property
+    def journal(self) -> RunJournal:
+        return self.frames.journal
 
     # ---- life cycle (the training process's main thread) -------------------------------------
     def start(self) -> None:
@@ -129,30 +150,28 @@ class RunServer:
         try:
             sock.bind(str(path))
             os.chmod(path, 0o600)  # the folder is 0700 already; the socket too, as tmux does
-            sock.listen(16)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self.socket_path = path
+        self.socket_path, self._listener = path, sock
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="run-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="run-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=10):
             raise OSError(f"the server for {path} did not start")
         write_server_info(self.run_dir, ServerInfo(os.getpid(), socket.gethostname(), str(path),
                                                    protocol.PROTOCOL_VERSION, time.time()))
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
-
-        async def begin() -> None:
-            self._server = await asyncio.start_unix_server(self._viewer_connected, sock=sock)
-            loop.create_task(self._report_memory())
-            self._ready.set()
-
-        loop.run_until_complete(begin())
+        self._accepting = loop.create_task(self._accept())
+        for work in (self._watch_viewers(), self._report_memory()):
+            loop.create_task(work)
+        loop.call_soon(self._ready.set)
         loop.run_forever()
         tasks = asyncio.all_tasks(loop)
         for task in tasks:
@@ -161,21 +180,27 @@ class RunServer:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
+    def _call_in_loop(self, callback: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the server's loop is closed")
+        loop.call_soon_threadsafe(callback, *args)
+
     def __call__(self, event: ev.Event) -> None:
         """The trainer's listener (its thread): hand over and return at once."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._on_event, event, time.time())
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        try:
+            self._call_in_loop(self._on_event, event, time.time())
+        except RuntimeError:  # the loop closed meanwhile
+            pass
 
     def run_ended(self, status: str, it: int, exit_code: int, summary: str, warning: str | None) -> None:
         """trainer.run() has returned: tell every viewer how, and each later one on arrival."""
         frame = {"type": "ended", "status": status, "iter": it, "exit_code": exit_code, "summary": summary,
                  "warning": warning}
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._end, frame)
+        try:
+            self._call_in_loop(self._end, frame)
+        except RuntimeError:
+            pass
 
     def wait_for_viewers_to_leave(self, timeout: float | None = None) -> bool:
         return self._no_viewers.wait(timeout)
@@ -195,6 +220,8 @@ class RunServer:
                 pass
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
         # a save or evaluation under way finishes before the lock is let go: no other process
         # may write this run's files while this one still does
         self._controls.shutdown(wait=True, cancel_futures=True)
@@ -208,65 +235,88 @@ class RunServer:
                 pass
 
     async def _shut_down(self, flush_s: float) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()  # no more viewers (the socket is removed when the loop is done)
         deadline = time.monotonic() + flush_s
-        while any(v.queue for v in self.viewers.values()) and time.monotonic() < deadline:
+        while any(v.queue.items for v in self.viewers.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for viewer in list(self.viewers.values()):
             self._drop(viewer, abort=False)
 
     # ---- events in (the server's loop) -------------------------------------------------------
     def _on_event(self, event: ev.Event, at: float) -> None:
-        self.journal.add(event, at)
+        frame = self.frames.add(event, at)  # encoded once, whoever watches
         for viewer in list(self.viewers.values()):
-            self._queue_event(viewer, event, at)
+            within = viewer.queue.add_steps(event, frame) if isinstance(event, ev.StepsDone) else \
+                viewer.queue.add_frame(frame)
+            self._queued(viewer, within)
 
     def _end(self, frame: dict[str, Any]) -> None:
         self.ended = frame
+        self._broadcast(frame)
+
+    def _broadcast(self, frame: dict[str, Any]) -> None:
+        data = protocol.encode(frame)
         for viewer in list(self.viewers.values()):
-            self._send(viewer, frame)
+            self._queued(viewer, viewer.queue.add_frame(data))
 
-    def _queue_event(self, viewer: _Viewer, event: ev.Event, at: float, replay: bool = False) -> None:
-        if isinstance(event, ev.StepsDone) and not replay:
-            # merge with a batch the viewer has not been sent yet: a slow viewer gets fewer, larger ones
-            if viewer.queue and isinstance(viewer.queue[-1], ev.StepsDone):
-                earlier = viewer.queue.pop()
-                viewer.queued_bytes -= _step_bytes(earlier)
-                event = ev.StepsDone(event.iter, event.time_s, earlier.iters + event.iters,
-                                     earlier.losses + event.losses, event.lr, event.tokens_per_s, event.ms_per_step)
-            self._enqueue(viewer, event, _step_bytes(event))
-            return
-        self._send(viewer, protocol.event_frame(event, at, replay))
+    def _send(self, viewer: _Viewer, frame: dict[str, Any]) -> None:
+        if not viewer.closed:
+            self._queued(viewer, viewer.queue.add_frame(protocol.encode(frame)))
 
-    def _send(self, viewer: _Viewer, frame: dict[str, Any], payload: bytes = b"") -> None:
-        data = protocol.encode(frame) + payload
-        self._enqueue(viewer, data, len(data))
-
-    def _enqueue(self, viewer: _Viewer, item: Any, size: int) -> None:
+    def _queued(self, viewer: _Viewer, within_budget: bool) -> None:
         if viewer.closed:
             return
-        viewer.queue.append(item)
-        viewer.queued_bytes += size
-        stalled = viewer.draining_since is not None and time.monotonic() - viewer.draining_since > self.stall_timeout_s
-        if viewer.queued_bytes > self.budget_bytes or stalled:
-            self.cut_off += 1
-            self._drop(viewer, abort=True)
+        if not within_budget:
+            self._cut_off(viewer)
             return
-        assert viewer.wake is not None
         viewer.wake.set()
 
+    def _cut_off(self, viewer: _Viewer) -> None:
+        self.cut_off += 1
+        self._drop(viewer, abort=True)
+
     # ---- viewers -----------------------------------------------------------------------------
-    async def _viewer_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if self.check_peer and not _same_user(sock):
-            writer.write(protocol.encode({"type": "bye", "reason": "this run belongs to another user"}))
-            writer.close()
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        listener = self._listener
+        assert listener is not None
+        accepts = RateLimit(ACCEPT_RATE, ACCEPT_BURST)
+        while True:
+            wait = accepts.wait_s()
+            if wait > 0:  # the next connections wait in the kernel's queue (attach waits with them)
+                await asyncio.sleep(wait)
+                continue
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:
+                if listener.fileno() < 0:
+                    return  # closed
+                await asyncio.sleep(0.05)  # out of file descriptors, say: try again soon
+                continue
+            accepts.take()
+            if len(self.viewers) >= self.max_viewers:
+                self.refused += 1
+                _refuse_connection(conn, f"too many viewers are attached to this run ({self.max_viewers}); "
+                                         "try again when one has left")
+                continue
+            loop.create_task(self._viewer_connected(conn))
+
+    async def _viewer_connected(self, conn: socket.socket) -> None:
+        if self.check_peer and not _same_user(conn):
+            _refuse_connection(conn, "this run belongs to another user")
             return
-        if self.socket_buffer_bytes and sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
+        if self.socket_buffer_bytes:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+        except OSError:
+            conn.close()
+            return
         self._numbers += 1
-        viewer = _Viewer(self._numbers, writer, deque(), wake=asyncio.Event())
+        now = time.monotonic()
+        viewer = _Viewer(self._numbers, writer, ViewerQueue(self.budget_bytes), Progress(writer.transport, now),
+                         RateLimit(REQUEST_RATE, REQUEST_BURST))
         self.viewers[viewer.number] = viewer
         self._no_viewers.clear()
         self.ever_attached.set()
@@ -276,9 +326,8 @@ class RunServer:
             "peak_flops": self.peak_flops, "paused": self.trainer.paused, "viewer": viewer.number,
         }
         self._send(viewer, hello)
-        for event, at in self.journal.catch_up():
-            self._queue_event(viewer, event, at, replay=True)
-        self._send(viewer, {"type": "live"})
+        # the history, shared with every viewer arriving about now, outside the live budget
+        viewer.queue.add_bulk(Bulk([*self.frames.for_new_viewer(), protocol.encode({"type": "live"})]))
         if self.ended is not None:
             self._send(viewer, self.ended)
         writing = asyncio.get_running_loop().create_task(self._write(viewer))
@@ -291,28 +340,42 @@ class RunServer:
             self._drop(viewer, abort=False)
 
     async def _write(self, viewer: _Viewer) -> None:
-        assert viewer.wake is not None
+        writer, progress = viewer.writer, viewer.progress
         try:
             while not viewer.closed:
                 await viewer.wake.wait()
                 viewer.wake.clear()
-                while viewer.queue:
-                    item = viewer.queue.popleft()
-                    if isinstance(item, ev.StepsDone):
-                        viewer.queued_bytes -= _step_bytes(item)
-                        item = protocol.encode(protocol.event_frame(item, time.time()))
-                    elif isinstance(item, _Unbudgeted):
-                        item = item.data
-                    else:
-                        viewer.queued_bytes -= len(item)
-                    viewer.writer.write(item)
-                    viewer.draining_since = time.monotonic()
-                    await viewer.writer.drain()  # waits while the viewer's socket is full
-                    viewer.draining_since = None
+                while not viewer.closed and (item := viewer.queue.pop(time.time())) is not None:
+                    if not isinstance(item, Bulk):
+                        writer.write(item)
+                        progress.wrote(len(item))
+                        await writer.drain()  # waits while the viewer's socket is full
+                        continue
+                    progress.bulk_deadline = time.monotonic() + item.allowed_s
+                    try:
+                        for part in item.parts:
+                            view = memoryview(part)
+                            for start in range(0, len(view), 1 << 16):  # asyncio never holds a copy of it all
+                                writer.write(view[start:start + (1 << 16)])
+                                progress.wrote(min(1 << 16, len(view) - start))
+                                await writer.drain()
+                    finally:
+                        progress.bulk_deadline = None
+                        item.done()
                 if viewer.leaving:
                     return
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
+
+    async def _watch_viewers(self) -> None:
+        """Cut off the viewers that stopped reading, or take bulk data too slowly."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            now = time.monotonic()
+            for viewer in list(self.viewers.values()):
+                deadline = viewer.progress.bulk_deadline
+                if viewer.progress.check(now) > self.stall_timeout_s or (deadline is not None and now > deadline):
+                    self._cut_off(viewer)
 
     async def _read(self, viewer: _Viewer, reader: asyncio.StreamReader) -> None:
         while not viewer.closed and not viewer.leaving:
@@ -334,12 +397,15 @@ class RunServer:
             except protocol.ProtocolError as exc:
                 self._refuse(viewer, None, str(exc))
                 continue
+            if not viewer.requests.take():
+                self._refuse(viewer, request_id, f"too many requests (at most {REQUEST_RATE:g} a second)")
+                continue
             self._handle(viewer, op, request_id)
 
     def _refuse(self, viewer: _Viewer, request_id: int | None, error: str) -> None:
         viewer.bad_requests += 1
         if viewer.bad_requests > MAX_BAD_REQUESTS:
-            self._send(viewer, {"type": "bye", "reason": "too many malformed messages"})
+            self._send(viewer, {"type": "bye", "reason": "too many malformed or excessive messages"})
             self.cut_off += 1
             viewer.leaving = True
             return
@@ -347,13 +413,12 @@ class RunServer:
 
     def _drop(self, viewer: _Viewer, abort: bool) -> None:
         viewer.closed = True
-        if viewer.wake is not None:
-            viewer.wake.set()
+        viewer.wake.set()
+        viewer.queue.release()
         if self.viewers.pop(viewer.number, None) is None:
             return
-        transport = viewer.writer.transport
         if abort:
-            transport.abort()
+            viewer.writer.transport.abort()
         else:
             viewer.writer.close()
         if not self.viewers:
@@ -384,13 +449,10 @@ class RunServer:
                 self._send(viewer, {"type": "error", "id": request_id, "error": "a snapshot is on its way already"})
                 return
             viewer.snapshot_pending = True
-            self._snapshot_waiters.append((viewer, request_id))
-            if len(self._snapshot_waiters) == 1:
-                self._controls.submit(self._take_snapshot)
+            self.snapshots.ask((viewer, request_id))
             return
         self._send(viewer, {"type": "reply", "id": request_id})
-        for other in list(self.viewers.values()):
-            self._send(other, {"type": "control", "op": op, "by": viewer.number})
+        self._broadcast({"type": "control", "op": op, "by": viewer.number})
 
     def _control(self, op: str, work: Any) -> None:
         """Run a save or an evaluation in the control thread; asked for again before it has
@@ -400,89 +462,58 @@ class RunServer:
         self._controls_pending.add(op)
 
         def run() -> None:
-            assert self._loop is not None
             try:
-                self._loop.call_soon_threadsafe(self._controls_pending.discard, op)
+                self._call_in_loop(self._controls_pending.discard, op)
             except RuntimeError:
                 pass
             work()
 
         self._controls.submit(run)
 
-    def _take_snapshot(self) -> None:
-        """In the control thread: the weights as they are now, taken between steps, once for
-        every viewer waiting."""
-        loop = self._loop
-        assert loop is not None
-        try:
-            # answered at the next step boundary or the loop's end; only a step or an evaluation
-            # that takes minutes makes this wait run out
-            future = self.trainer.snapshot()
-            try:
-                model = future.result(timeout=SNAPSHOT_TIMEOUT_S)
-            except FuturesTimeout:
-                future.cancel()  # the loop skips a cancelled request: no copy made for nobody
-                waited = f"{SNAPSHOT_TIMEOUT_S:.0f} s"
-                raise TimeoutError(f"the training loop did not reach a step boundary within {waited}") from None
-            buffer = io.BytesIO()
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            del model
-            # what a checkpoint holds of a model, so that the viewer reads it as one
-            torch.save({"model_config": asdict(self.trainer.model_config), "train_config": asdict(self.trainer.config),
-                        "vocab": "".join(self.trainer.corpus.tokenizer.chars), "model": state}, buffer)
-            payload, error = buffer.getvalue(), None
-        except Exception as exc:  # reported to the viewers; training is not this thread's business
-            payload, error = b"", f"snapshot failed: {exc}"
+    def _deliver_snapshot(self, waiter: tuple[_Viewer, int | None], payload: memoryview | None,
+                          error: str | None) -> None:
+        viewer, request_id = waiter
+        if payload is None:
+            viewer.snapshot_pending = False
+            self._send(viewer, {"type": "error", "id": request_id, "error": error or "snapshot failed"})
+            return
 
-        def deliver() -> None:
-            waiters, self._snapshot_waiters = self._snapshot_waiters, []
-            for viewer, request_id in waiters:
-                viewer.snapshot_pending = False
-                if viewer.closed:
-                    continue
-                if error is None:
-                    frame = {"type": "snapshot", "id": request_id, "bytes": len(payload)}
-                else:
-                    frame = {"type": "error", "id": request_id, "error": error}
-                # the weights may be larger than the budget: asked for, they never cut a viewer off
-                viewer.queue.append(_Unbudgeted(protocol.encode(frame) + payload))
-                assert viewer.wake is not None
-                viewer.wake.set()
+        def sent() -> None:  # (or the viewer is gone): it may ask again, and the payload may go
+            viewer.snapshot_pending = False
+            self.snapshots.release()
 
-        try:
-            loop.call_soon_threadsafe(deliver)
-        except RuntimeError:
-            pass
+        if viewer.closed:
+            sent()
+            return
+        header = protocol.encode({"type": "snapshot", "id": request_id, "bytes": len(payload)})
+        viewer.queue.add_bulk(Bulk([header, payload], on_done=sent))
+        viewer.wake.set()
 
     async def _report_memory(self) -> None:
         while True:
             await asyncio.sleep(self.memory_interval_s)
             if self.viewers:
-                frame = {"type": "memory", "memory": memory_usage(self.trainer.device)}
-                for viewer in list(self.viewers.values()):
-                    self._send(viewer, frame)
+                self._broadcast({"type": "memory", "memory": memory_usage(self.trainer.device)})
 
 
-@dataclass(frozen=True)
-class _Unbudgeted:
-    """Bytes a viewer asked for (a snapshot), queued outside its budget."""
-
-    data: bytes
-
-
-def _step_bytes(event: ev.StepsDone) -> int:
-    return 120 + 40 * len(event.iters)  # about what its JSON takes
-
-
-def _same_user(sock: socket.socket | None) -> bool:
+def _same_user(sock: socket.socket) -> bool:
     """The peer's uid from the kernel (SO_PEERCRED, Linux). Elsewhere the folder's 0700 decides."""
-    if sock is None:
-        return True
     try:
         uid = peer_uid(sock)
     except OSError:
         return False
     return uid is None or uid == os.getuid()
+
+
+def _refuse_connection(conn: socket.socket, reason: str) -> None:
+    """One line saying why, if the socket takes it at once, and the end of the connection."""
+    try:
+        conn.setblocking(False)
+        conn.send(protocol.encode({"type": "bye", "reason": reason}))
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _names_us(server_json: Path) -> bool:

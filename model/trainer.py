@@ -59,6 +59,14 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class _Snapshot(Future):  # type: ignore[type-arg]
+    """A snapshot asked for, and what to make of the model (None: a copy of it)."""
+
+    def __init__(self, encode: Callable[[GPT], Any] | None) -> None:
+        super().__init__()
+        self.encode = encode
+
+
 class _StopNow(Exception):
     """Raised inside an evaluation when a stop was requested, to abandon it."""
 
@@ -216,14 +224,16 @@ class Trainer:
     def stop_requested(self) -> bool:
         return self._asked.stop.is_set()
 
-    def snapshot(self) -> Future[GPT]:
-        """A copy of the model as it is now (eval mode), taken between steps.
+    def snapshot(self, encode: Callable[[GPT], Any] | None = None) -> Future[Any]:
+        """A copy of the model as it is now (eval mode), taken between steps; or, with `encode`,
+        what encode(model) makes of the live model then (bytes of its weights, say: no copy of
+        the model is made, and nothing changes the weights while it runs).
 
         For generating while training goes on. Resolves at the next step boundary (after the
         evaluation in progress, if any), at the loop's end if that comes first, or at once when
         the loop is not running: never left unanswered. A cancelled future is skipped.
         """
-        future: Future[GPT] = Future()
+        future: _Snapshot = _Snapshot(encode)
         self.control.ask(lambda: self.control.snapshots.put(future), lambda: self._answer_snapshot(future))
         return future
 
@@ -603,15 +613,15 @@ class Trainer:
             p.requires_grad_(False)
         return model
 
-    def _serve_snapshots(self, futures: list[Future[GPT]]) -> None:
+    def _serve_snapshots(self, futures: list[_Snapshot]) -> None:
         for future in futures:
             self._answer_snapshot(future)
 
-    def _answer_snapshot(self, future: Future[GPT]) -> None:
+    def _answer_snapshot(self, future: _Snapshot) -> None:
         if not future.set_running_or_notify_cancel():
             return  # cancelled: no copy made for nobody
         try:
-            future.set_result(self._copy_model())
+            future.set_result(future.encode(self.model) if future.encode is not None else self._copy_model())
         except Exception as exc:  # out of memory, say: the caller hears of it rather than waits
             future.set_exception(exc)
 

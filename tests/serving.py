@@ -3,13 +3,16 @@ training process serves it: the dashboard and the protocol tests attach to it wi
 
 from __future__ import annotations
 
+import socket
 import threading
+from pathlib import Path
 from typing import Any
 
+from chargpt_tui import protocol
 from chargpt_tui.run_link import RunClient
 from chargpt_tui.run_process import _ending, run_config
 from chargpt_tui.run_server import RunServer
-from chargpt_tui.runtime import RunLock
+from chargpt_tui.runtime import RunLock, ServerInfo
 from model.rundir import MetricsLog
 from model.trainer import RunResult, Trainer
 
@@ -60,3 +63,39 @@ class ServedRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RawViewer:
+    """A viewer that speaks the protocol by hand, frame by frame."""
+
+    def __init__(self, run_dir: Path, receive_buffer: int | None = None) -> None:
+        info = ServerInfo.read(run_dir)
+        assert info is not None
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.connect(info.socket)
+        self.sock.settimeout(30)
+        self.file = self.sock.makefile("rb")
+
+    def frame(self) -> dict[str, Any]:
+        line = self.file.readline()
+        assert line, "the connection closed"
+        frame = protocol.decode(line)
+        if "bytes" in frame:
+            frame["payload"] = self.file.read(frame["bytes"])
+        return frame
+
+    def until(self, kind: str, limit: int = 10_000) -> dict[str, Any]:
+        for _ in range(limit):
+            frame = self.frame()
+            if frame["type"] == kind:
+                return frame
+        raise AssertionError(f"no {kind} frame")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from helpers import one_of_each_kind, tiny_configs
-from serving import ServedRun
+from serving import RawViewer, ServedRun
 
 from chargpt_tui import protocol
 from chargpt_tui.app import ChargptApp
@@ -27,42 +26,6 @@ from model import events as ev
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer
-
-
-class RawViewer:
-    """A viewer that speaks the protocol by hand, frame by frame."""
-
-    def __init__(self, run_dir: Path, receive_buffer: int | None = None) -> None:
-        info = ServerInfo.read(run_dir)
-        assert info is not None
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if receive_buffer:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.connect(info.socket)
-        self.sock.settimeout(30)
-        self.file = self.sock.makefile("rb")
-
-    def frame(self) -> dict[str, Any]:
-        line = self.file.readline()
-        assert line, "the connection closed"
-        frame = protocol.decode(line)
-        if "bytes" in frame:
-            frame["payload"] = self.file.read(frame["bytes"])
-        return frame
-
-    def until(self, kind: str, limit: int = 10_000) -> dict[str, Any]:
-        for _ in range(limit):
-            frame = self.frame()
-            if frame["type"] == kind:
-                return frame
-        raise AssertionError(f"no {kind} frame")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 @pytest.fixture

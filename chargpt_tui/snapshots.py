@@ -1,0 +1,94 @@
+"""The weights a viewer asks for (to generate from): one payload at a time, shared.
+
+A snapshot is the model's state_dict as torch.save writes it (what a checkpoint holds of a
+model, so that the viewer loads it as one), encoded by the training loop at a step boundary
+straight from the live weights: no copy of the model is made for it. The payload is kept while
+any viewer is still being sent it, and every viewer that asks meanwhile is sent the same one (the
+weights of a moment ago); a new one is taken only once no viewer holds the last. However many
+viewers ask, the training process holds at most one payload: one model's worth of memory.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from concurrent.futures import Executor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from model.gpt import GPT
+from model.trainer import Trainer
+
+# How long a snapshot waits for the loop's next step boundary (an evaluation of the default
+# preset takes about 100 s on a slow 2-core CPU); under the viewer's own 120 s, so that the
+# viewer hears why rather than only that nothing came.
+SNAPSHOT_TIMEOUT_S = 100.0
+
+# deliver(waiter, payload or None, error or None): called in the server's loop for each waiter
+Deliver = Callable[[Any, memoryview | None, str | None], None]
+
+
+class Snapshots:
+    def __init__(self, trainer: Trainer, run_in: Executor, call_in_loop: Callable[..., None], deliver: Deliver) -> None:
+        self.trainer = trainer
+        self.run_in = run_in  # the control thread (it waits for the loop's step boundary)
+        self.call_in_loop = call_in_loop  # loop.call_soon_threadsafe
+        self.deliver = deliver
+        self.payload: memoryview | None = None  # the payload being sent, while anyone holds it
+        self.holders = 0
+        self.taken = 0  # payloads made (tests, diagnostics)
+        self._waiters: list[Any] = []
+
+    def ask(self, waiter: Any) -> None:
+        """In the server's loop: send `waiter` the weights (the payload being sent, else a new one)."""
+        if self.payload is not None:
+            self.holders += 1
+            self.deliver(waiter, self.payload, None)
+            return
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:
+            self.run_in.submit(self._take)
+
+    def release(self) -> None:
+        """In the server's loop: a holder has been sent the payload (or is gone)."""
+        self.holders -= 1
+        if self.holders <= 0:
+            self.holders, self.payload = 0, None
+
+    def _take(self) -> None:
+        """In the control thread: the weights, encoded at the loop's next step boundary."""
+        try:
+            future = self.trainer.snapshot(encode=self._encode)
+            try:
+                payload, error = future.result(timeout=SNAPSHOT_TIMEOUT_S), None
+            except FuturesTimeout:
+                future.cancel()  # the loop skips a cancelled request: nothing made for nobody
+                raise TimeoutError(f"the training loop did not reach a step boundary within "
+                                   f"{SNAPSHOT_TIMEOUT_S:.0f} s") from None
+        except Exception as exc:  # reported to the viewers; training is not this thread's business
+            payload, error = None, f"snapshot failed: {exc}"
+        try:
+            self.call_in_loop(self._answer, payload, error)
+        except RuntimeError:  # the loop is closed: nobody to tell
+            pass
+
+    def _answer(self, payload: memoryview | None, error: str | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        if payload is not None:
+            self.taken += 1
+            self.payload, self.holders = payload, len(waiters)
+        for waiter in waiters:
+            self.deliver(waiter, payload, error)
+        if payload is not None and not waiters:
+            self.payload = None
+
+    def _encode(self, model: GPT) -> memoryview:
+        """In the training loop, at a step boundary: the live weights as a checkpoint holds them."""
+        buffer = io.BytesIO()
+        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}  # (views on the CPU: no copy)
+        torch.save({"model_config": asdict(self.trainer.model_config), "train_config": asdict(self.trainer.config),
+                    "vocab": "".join(self.trainer.corpus.tokenizer.chars), "model": state}, buffer)
+        return buffer.getbuffer()  # the buffer itself, not a copy of it

@@ -1,0 +1,153 @@
+"""One viewer, as the training process sees it: what waits to be sent to it, within its budget,
+and whether its socket is taking it.
+
+Two kinds of data wait for a viewer:
+- live frames (events, replies, memory figures): shared bytes, counted against the viewer's
+  budget; step batches not yet sent are merged, so a viewer that is behind gets fewer, larger ones;
+- bulk data it is sent once (its catch-up, a snapshot of the weights it asked for): shared bytes
+  outside the live budget, written in chunks, and to be taken at MIN_RATE at least.
+
+Progress measures, from the outside, whether the viewer reads: the bytes still waiting in
+asyncio's buffer plus those its socket holds unread (SIOCOUTQ). A socket that takes nothing for
+the stall timeout is cut off, counted from the first byte it did not take, not from when asyncio's
+own 64 KiB buffer filled (which took 22-39 s at a few KB/s of steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import struct
+import termios
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from model import events as ev
+
+from . import protocol
+
+MIN_RATE = 1 << 20  # bytes a second: the slowest a viewer may take bulk data (a local socket does 100x that)
+BULK_GRACE_S = 10.0  # bulk data of any size may take this long
+CHUNK = 64 << 10  # bulk data is handed to asyncio this much at a time (its buffer never holds a copy of it all)
+
+
+@dataclass
+class Bulk:
+    """Bytes sent once to a viewer, shared with any other viewer sent the same (not copied)."""
+
+    parts: list[bytes | memoryview]
+    on_done: Callable[[], None] | None = None  # called once: when written, or when the viewer is gone
+
+    def done(self) -> None:
+        on_done, self.on_done = self.on_done, None
+        if on_done is not None:
+            on_done()
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @property
+    def allowed_s(self) -> float:
+        return max(BULK_GRACE_S, self.size / MIN_RATE)
+
+
+@dataclass
+class _Steps:
+    """A step batch: its frame as every viewer is sent it, or (merged for one that is behind) none yet."""
+
+    event: ev.StepsDone
+    frame: bytes | None
+
+
+class ViewerQueue:
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.items: deque[bytes | _Steps | Bulk] = deque()
+        self.live_bytes = 0  # of the live frames waiting (what the budget bounds)
+
+    def add_frame(self, data: bytes) -> bool:
+        """Queue a live frame. False: past the budget (the viewer is to be cut off)."""
+        self.items.append(data)
+        self.live_bytes += len(data)
+        return self.live_bytes <= self.budget_bytes
+
+    def add_steps(self, event: ev.StepsDone, frame: bytes) -> bool:
+        """Queue a step batch (`frame`: its shared encoding), merged with one not yet sent.
+        False: past the budget."""
+        item = _Steps(event, frame)
+        if self.items and isinstance(self.items[-1], _Steps):
+            earlier = self.items.pop().event
+            self.live_bytes -= _step_bytes(earlier)
+            item = _Steps(ev.StepsDone(event.iter, event.time_s, earlier.iters + event.iters,
+                                       earlier.losses + event.losses, event.lr, event.tokens_per_s,
+                                       event.ms_per_step), None)
+        self.items.append(item)
+        self.live_bytes += _step_bytes(item.event)
+        return self.live_bytes <= self.budget_bytes
+
+    def add_bulk(self, bulk: Bulk) -> None:
+        self.items.append(bulk)
+
+    def pop(self, at: float) -> bytes | Bulk | None:
+        """The next thing to write (a step batch encoded now), or None."""
+        if not self.items:
+            return None
+        item = self.items.popleft()
+        if isinstance(item, _Steps):
+            self.live_bytes -= _step_bytes(item.event)
+            return item.frame if item.frame is not None else protocol.encode(protocol.event_frame(item.event, at))
+        if isinstance(item, bytes):
+            self.live_bytes -= len(item)
+        return item
+
+    def release(self) -> None:
+        """The viewer is gone: what it was to be sent is not (bulk data's owners hear of it)."""
+        for item in self.items:
+            if isinstance(item, Bulk):
+                item.done()
+        self.items.clear()
+        self.live_bytes = 0
+
+
+def _step_bytes(event: ev.StepsDone) -> int:
+    return 120 + 40 * len(event.iters)  # about what its JSON takes
+
+
+@dataclass
+class Progress:
+    """Whether the viewer's socket takes what it is sent: checked now and then (check())."""
+
+    transport: asyncio.WriteTransport
+    since: float  # when it last took something (or had nothing to take)
+    _outstanding: int = 0
+    _written: int = 0
+    bulk_deadline: float | None = None  # bulk data being written must be taken by then
+    _fd: int = field(default=-1)
+
+    def __post_init__(self) -> None:
+        sock = self.transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+
+    def wrote(self, n: int) -> None:
+        self._written += n
+
+    def check(self, now: float) -> float:
+        """Seconds since the socket last took a byte (0 when nothing waits for it)."""
+        outstanding = self.transport.get_write_buffer_size() + self._unread()
+        # what it took shows as less waiting than before plus what was written since (the kernel
+        # counts what waits in its buffers with their overhead: never less than the bytes)
+        if outstanding == 0 or outstanding < self._outstanding + self._written:
+            self.since = now
+        self._outstanding, self._written = outstanding, 0
+        return now - self.since
+
+    def _unread(self) -> int:
+        """What the socket holds that the other end has not read yet (Linux: SIOCOUTQ)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0

@@ -1,0 +1,190 @@
+"""What a client can make a run do is bounded: the run's socket spoken to the way a hostile or
+unlucky client would (raw sockets; the run trains in a thread of this process)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import tiny_configs, wait_until
+from serving import RawViewer, ServedRun
+
+from chargpt_tui import protocol
+from chargpt_tui import run_server as run_server_module
+from chargpt_tui.journal import MAX_SAMPLES, RunJournal
+from chargpt_tui.rate_limit import RateLimit
+from chargpt_tui.runtime import ServerInfo
+from model import events as ev
+from model.data import Corpus
+from model.rundir import RunDir
+from model.trainer import Trainer
+
+
+@pytest.fixture
+def run(corpus: Corpus, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServedRun]:
+    options = getattr(request, "param", {})
+    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=40, sample_interval=40)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.02)
+    with ServedRun(trainer, **options) as served:
+        yield served
+
+
+def test_a_rate_limit_takes_its_rate_and_burst() -> None:
+    now = [0.0]
+    limit = RateLimit(10.0, 3, clock=lambda: now[0])
+    assert [limit.take() for _ in range(4)] == [True, True, True, False]
+    assert limit.wait_s() == pytest.approx(0.1)
+    now[0] += 0.1
+    assert limit.take() and not limit.take()
+    now[0] += 10.0
+    assert sum(limit.take() for _ in range(10)) == 3  # never more than the burst at once
+
+
+def test_many_viewers_arriving_share_one_encoding_of_the_catch_up(run: ServedRun,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection built its catch-up anew under the trainer's GIL (~25 ms with a long loss
+    history): a flood of connections slowed training 65-76%."""
+    wait_until(lambda: run.server.journal.iter >= 50, what="50 steps")
+    built = []
+    real = RunJournal.catch_up
+    monkeypatch.setattr(RunJournal, "catch_up", lambda self: built.append(1) or real(self))
+    viewers = [RawViewer(run.run_dir) for _ in range(12)]
+    try:
+        for viewer in viewers:
+            viewer.until("live")
+        assert len(built) <= 2, len(built)  # once (twice if it turned stale meanwhile), not 12 times
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_a_live_event_is_encoded_once_whoever_watches(run: ServedRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    viewers = [RawViewer(run.run_dir) for _ in range(8)]
+    try:
+        for viewer in viewers:
+            viewer.until("live")
+        encoded: list[str] = []
+        real = protocol.encode
+
+        def encode(frame: dict[str, Any]) -> bytes:
+            if frame.get("type") == "event" and frame["event"]["event"] == "warning":
+                encoded.append(frame["event"]["message"])
+            return real(frame)
+
+        monkeypatch.setattr(protocol, "encode", encode)
+        run.server(ev.Warning(1, 1.0, "once"))
+        for viewer in viewers:
+            assert viewer.until("event")["type"] == "event"
+        wait_until(lambda: all(not v.queue.items for v in run.server.viewers.values()), what="the frames written")
+        assert encoded == ["once"]
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+@pytest.mark.parametrize("run", [{"max_viewers": 3}], indirect=True)
+def test_past_the_cap_a_viewer_is_told_so_in_one_line(run: ServedRun) -> None:
+    viewers = [RawViewer(run.run_dir) for _ in range(3)]
+    try:
+        for viewer in viewers:
+            viewer.until("live")
+        extra = RawViewer(run.run_dir)
+        bye = extra.frame()
+        assert bye["type"] == "bye" and "too many viewers are attached to this run (3)" in bye["reason"]
+        extra.close()
+        viewers.pop().close()  # one leaves: the next gets in
+        wait_until(lambda: run.server.viewer_count == 2, what="the viewer to leave")
+        again = RawViewer(run.run_dir)
+        assert again.frame()["type"] == "hello"
+        again.close()
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_connections_are_accepted_at_a_bounded_rate(run: ServedRun) -> None:
+    """60 connections at once: the burst gets in at once, the rest wait their turn in the queue."""
+    socks = []
+    try:
+        info = ServerInfo.read(run.run_dir)
+        assert info is not None
+        for _ in range(60):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(info.socket)
+            s.sendall(b"garbage\n")  # garbage reconnects cost what a connection costs, no more
+            socks.append(s)
+        started = time.monotonic()
+        wait_until(lambda: run.server._numbers + run.server.refused >= 60, what="every connection taken")
+        took = time.monotonic() - started
+        expected = (60 - run_server_module.ACCEPT_BURST) / run_server_module.ACCEPT_RATE
+        assert took >= 0.8 * expected, took  # (not faster than the rate allows: the bound is what is tested)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_requests_past_the_rate_limit_are_refused_and_a_spammer_cut_off(run: ServedRun) -> None:
+    viewer = RawViewer(run.run_dir)
+    try:
+        viewer.until("live")
+        viewer.send(b"".join(protocol.encode({"op": "resume", "id": i}) for i in range(200)))
+        answers = []
+        try:
+            while len(answers) < 200:
+                frame = viewer.frame()
+                if frame["type"] in ("reply", "error", "bye"):
+                    answers.append(frame)
+                if frame["type"] == "bye":
+                    break
+        except AssertionError:  # the connection closed
+            pass
+        replies = [a for a in answers if a["type"] == "reply"]
+        refused = [a for a in answers if a["type"] == "error" and "too many requests" in a["error"]]
+        assert run_server_module.REQUEST_BURST <= len(replies) <= run_server_module.REQUEST_BURST + 5
+        assert refused and answers[-1]["type"] == "bye"  # and, still at it, cut off
+        wait_until(lambda: run.server.viewer_count == 0, what="the spammer dropped")
+        assert not run.trainer.paused and not run.trainer.stop_requested
+    finally:
+        viewer.close()
+
+
+@pytest.mark.parametrize("run", [{"stall_timeout_s": 1.0}], indirect=True)
+def test_a_viewer_that_stops_reading_is_cut_off_by_its_timeout_from_then(run: ServedRun) -> None:
+    """Measured from when it stopped reading, not from when asyncio's own 64 KiB buffer filled
+    (22-39 s at the 10 s timeout). Default socket buffers: nothing made small for the test."""
+    viewer = RawViewer(run.run_dir)
+    try:
+        viewer.until("live")
+        viewer.until("event")
+        stopped = time.monotonic()  # from now on it reads nothing
+        wait_until(lambda: run.server.cut_off >= 1, timeout=30, what="the cut-off")
+        took = time.monotonic() - stopped
+        assert took <= 1.0 + run_server_module.CHECK_INTERVAL_S + 1.5, took
+    finally:
+        viewer.close()
+
+
+def test_a_long_history_attaches_in_one_go(run: ServedRun) -> None:
+    """200 samples of 2000 CJK characters made a 2.4 MB catch-up, queued whole against the 2 MB
+    budget: the viewer was cut off at once, every time it attached."""
+    for i in range(200):
+        run.server(ev.SampleGenerated(i, float(i), "語" * 2000))
+    wait_until(lambda: run.server.frames.seq >= 200, what="the samples journaled")
+    for _ in range(3):
+        viewer = RawViewer(run.run_dir)
+        try:
+            frames = []
+            while (frame := viewer.frame())["type"] != "live":
+                frames.append(frame)
+            samples = [f for f in frames if f["type"] == "event" and f["event"]["event"] == "sample"]
+            assert len(samples) == MAX_SAMPLES and all(len(f["event"]["text"]) <= 2001 for f in samples)
+            assert viewer.until("event")  # and live after it
+        finally:
+            viewer.close()
+    assert run.server.cut_off == 0
