@@ -59,6 +59,7 @@ DETACHED, CLOSED, ENDED = "detached", "closed", "ended"
 # Attaching again after being cut off: at first after half a second; cut off again within a
 # minute of attaching, after twice as long as the time before, up to 30 s.
 REATTACH_FIRST_S, REATTACH_MAX_S, REATTACH_RESET_S = 0.5, 30.0, 60.0
+BROWSER_EXIT_S = 2.0  # a tab's viewer told to leave (SIGTERM) is gone by then
 
 
 class ChargptApp(App[int]):
@@ -594,8 +595,12 @@ class ChargptApp(App[int]):
     def _on_signal(self, signum: int) -> None:
         if self.browser:
             # A tab's viewer has no terminal: signals come from `serve` (its Ctrl+C reaches the
-            # whole process group; serve then closes every tab itself). This viewer just closes.
+            # whole process group; serve then closes every tab itself). This viewer just closes,
+            # within 2 s whatever holds it (a thread, a page that stopped reading its output).
             if signum != signal.SIGINT:
+                leave = threading.Timer(BROWSER_EXIT_S, os._exit, args=(0,))
+                leave.daemon = True
+                leave.start()
                 self.exit(0)
             return
         if not self._quitting:

@@ -203,6 +203,8 @@ def serve_parser() -> argparse.ArgumentParser:
                    default=8000, help="port to listen on; 0: any free port (8000)")
     p.add_argument("--read-only", action="store_true",
                    help="a view in which the keys that steer training (pause, save, evaluate, stop) do nothing")
+    p.add_argument("--max-tabs", type=positive_int, default=8,
+                   help="tabs open at once, each a viewer process of the run (8); the next is told so")
     p.add_argument("--root", default="runs", help=argparse.SUPPRESS)
     return p
 
@@ -395,7 +397,7 @@ def serve_command(args: argparse.Namespace) -> int:
         raise UsageError(f"serve needs textual-serve ({exc.name} is missing): pip install textual-serve") from None
     state = summarize(run_dir).state
     try:
-        return serve(run_dir, args.host, args.port, args.read_only, state)
+        return serve(run_dir, args.host, args.port, args.read_only, state, args.max_tabs)
     except ServeError as exc:
         raise UsageError(str(exc)) from None
 

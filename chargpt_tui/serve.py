@@ -14,12 +14,17 @@ What a web server on a shared machine needs, and textual-serve (1.1) does not ha
   websocket must come from a page of that same origin (not from a hostile page's script);
 - a page that needs nothing from the internet: textual-serve's own template without its link to
   Google Fonts, using the Roboto Mono files textual-serve ships instead;
-- a port of 0 (any free port): the address printed is the one bound.
+- a port of 0 (any free port): the address printed is the one bound;
+- bounds (serve_tabs.py): each tab's viewer in a process group of its own, ended with its tab
+  however the tab ends and when serve stops; at most --max-tabs tabs (the next gets a page saying
+  so); the terminal size a page asks for bounded; idle HTTP connections closed after
+  KEEPALIVE_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import hmac
 import ipaddress
@@ -39,6 +44,8 @@ import jinja2
 from aiohttp import web
 from textual_serve.server import Server
 
+from .serve_tabs import TabProcess, bounded_size
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 FONT_FACES = """
@@ -56,6 +63,7 @@ FONT_FACES = """
       }
 """
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KEEPALIVE_S = 5.0  # an idle HTTP connection is closed after this long
 
 
 class ServeError(Exception):
@@ -79,7 +87,8 @@ def offline_page(template: str) -> str:
 
 
 class DashboardServer(Server):
-    def __init__(self, run_dir: Path, host: str, port: int, token: str, read_only: bool = False) -> None:
+    def __init__(self, run_dir: Path, host: str, port: int, token: str, read_only: bool = False,
+                 max_tabs: int = 8) -> None:
         command = [sys.executable, "-m", "chargpt_tui", "attach", str(run_dir.resolve()), "--browser"]
         if read_only:
             command.append("--read-only")
@@ -87,6 +96,13 @@ class DashboardServer(Server):
         self.run_dir = run_dir
         self.token = token
         self.read_only = read_only
+        self.max_tabs = max_tabs
+
+    def too_many_tabs(self) -> str | None:
+        if len(TabProcess.live) < self.max_tabs:
+            return None
+        return (f"chargpt-tui: {self.max_tabs} tabs are open on this run already, each one a viewer of it; "
+                "close one, then reload this page")
 
     # ---- who may ----------------------------------------------------------------------------
     def host_allowed(self, host_header: str) -> bool:
@@ -124,10 +140,36 @@ class DashboardServer(Server):
         return app
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+        if (refusal := self.too_many_tabs()) is not None:
+            raise web.HTTPServiceUnavailable(text=refusal + "\n")
         # The page's URLs (the prefix /TOKEN/ included) go back to the host the page came from,
         # not to the address served: opened as localhost through an SSH tunnel, they work.
         self.public_url = f"{request.scheme}://{request.host}"
         return await super().handle_index(request)  # type: ignore[no-any-return]
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """textual-serve's, with a viewer process that ends with its tab (serve_tabs.py), a cap
+        on tabs, and a bounded terminal size."""
+        websocket = web.WebSocketResponse(heartbeat=15)
+        await websocket.prepare(request)
+        if (refusal := self.too_many_tabs()) is not None:
+            await websocket.close(message=refusal.encode()[:120])
+            return websocket
+        width, height = bounded_size(request.query.get("width"), request.query.get("height"))
+        tab = TabProcess(self.command, write_bytes=websocket.send_bytes, write_str=websocket.send_str,
+                         close=websocket.close, download_manager=self.download_manager, debug=self.debug)
+        try:
+            await tab.start(width, height)
+            await self._process_messages(websocket, tab)
+        except (asyncio.CancelledError, ConnectionError):
+            pass  # the tab went away, or serve is stopping: either way the viewer ends below
+        except Exception as error:  # a page that sends what textual-serve does not expect
+            logging.getLogger(__name__).warning("a tab failed: %s", error)
+        finally:
+            await asyncio.shield(tab.stop())
+            with contextlib.suppress(Exception):
+                await websocket.close()
+        return websocket
 
     async def on_startup(self, app: web.Application) -> None:
         pass  # textual-serve prints its logo and the address before binding; serve() says it after
@@ -143,7 +185,8 @@ class DashboardServer(Server):
         app = await self._make_app()
         # on shutdown, open websockets (tabs) get 1 s before their handlers are cancelled, which
         # closes each tab and its viewer (textual-serve does not close them itself)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
+                               keepalive_timeout=KEEPALIVE_S)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
@@ -159,7 +202,11 @@ class DashboardServer(Server):
         try:
             await stopped.wait()
         finally:
-            await runner.cleanup()
+            try:
+                await asyncio.wait_for(runner.cleanup(), 10)
+            finally:  # whatever did not end with its tab ends now
+                for tab in list(TabProcess.live):
+                    tab.kill_now()
 
     @property
     def address(self) -> str:
@@ -175,10 +222,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str) -> int:
+def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str, max_tabs: int = 8) -> int:
     if host.lower() == "localhost":  # one address: "localhost" binds 127.0.0.1 and ::1, on two ports if 0
         host = "127.0.0.1"
-    server = DashboardServer(run_dir, host, port, new_token(), read_only)
+    server = DashboardServer(run_dir, host, port, new_token(), read_only, max_tabs)
 
     def ready(address: str) -> None:
         view = "a read-only view of " if read_only else ""

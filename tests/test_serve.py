@@ -309,6 +309,101 @@ async def test_ctrl_c_on_serve_closes_the_tabs_and_leaves_the_run_training(workd
             server.close()
 
 
+# ---- bounds: processes, tabs, sizes, connections -----------------------------------------------
+async def test_a_tab_gone_before_its_page_loaded_leaves_no_viewer_behind(served: Served, training: Path) -> None:
+    """A headless browser's screenshot opens the websocket and leaves at once: its viewer stayed,
+    at a fifth of a core, outliving serve."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            ws = await session.ws_connect(f"{served.ws_url}?width=80&height=24", headers={"Origin": served.origin})
+            await ws.close()
+    await until(lambda: not browser_processes(training), 5, "every viewer to end within 5 s of its tab")
+
+
+def test_a_headless_browsers_screenshot_leaves_no_viewer_behind(served: Served, training: Path,
+                                                               tmp_path: Path) -> None:
+    """As it was found: `chromium --headless --screenshot` loads the page and leaves while the
+    dashboard starts. Its viewer (and the shell textual-serve started it with) stayed running,
+    and survived Ctrl+C on serve."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("needs Chromium (apt install chromium)")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={tmp_path / 'shot.png'}",
+                    "--window-size=800,600", served.address], capture_output=True, timeout=120)
+    deadline = time.monotonic() + 5
+    while browser_processes(training):
+        assert time.monotonic() < deadline, "a viewer outlived its tab by more than 5 s"
+        time.sleep(0.1)
+
+
+async def test_a_tabs_viewer_leaves_within_2_s_of_sigterm(served: Served, training: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        tab = await Tab.open(session, served, 80, 24)
+        await tab.read_until("TRAINING")
+        [pid] = browser_processes(training)
+        os.kill(pid, signal.SIGTERM)
+        await until(lambda: not browser_processes(training), 2.5, "the viewer to leave within 2 s of SIGTERM")
+        await until(lambda: tab.closed, 10, "its tab to close")
+
+
+async def test_the_terminal_size_a_page_asks_for_is_bounded(served: Served, training: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{served.ws_url}?width=1000000&height=-5", headers={"Origin": served.origin})
+        try:
+            await until(lambda: browser_processes(training), 10, "the viewer to start")
+            [pid] = browser_processes(training)
+            env = dict(line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in line)
+            assert (env[b"COLUMNS"], env[b"ROWS"]) == (b"400", b"5")
+        finally:
+            await ws.close()
+    await until(lambda: not browser_processes(training), 5, "the viewer to end")
+
+
+async def test_past_the_cap_on_tabs_the_page_says_so(workdir: Path, training: Path) -> None:
+    server = Served(workdir, training, "--max-tabs", "1")
+    try:
+        async with aiohttp.ClientSession() as session:
+            tab = await Tab.open(session, server, 80, 24)
+            await tab.read_until("TRAINING")
+            async with session.get(server.address) as page:
+                assert page.status == 503 and "1 tabs are open on this run already" in await page.text()
+            ws = await session.ws_connect(f"{server.ws_url}?width=80&height=24", headers={"Origin": server.origin})
+            assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert len(browser_processes(training)) == 1
+            await tab.close()
+            await until(lambda: not browser_processes(training), 5, "the viewer to end")
+            async with session.get(server.address) as page:
+                assert page.status == 200
+    finally:
+        server.close()
+
+
+def test_an_idle_http_connection_is_closed(served: Served) -> None:
+    host, port = served.origin.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"GET /{served.token}/ HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        started = time.monotonic()
+        while s.recv(65536):  # the page, then nothing: the server closes the idle connection
+            pass
+        assert time.monotonic() - started < 15
+
+
+async def test_ctrl_c_on_serve_ends_every_viewer_it_started(workdir: Path, training: Path) -> None:
+    server = Served(workdir, training)
+    async with aiohttp.ClientSession() as session:
+        tabs = [await Tab.open(session, server, 80, 24) for _ in range(2)]
+        for tab in tabs:
+            await tab.read_until("TRAINING")
+        os.kill(server.proc.pid, signal.SIGINT)  # serve alone: its viewers are in groups of their own
+        assert server.proc.wait(timeout=30) == 0
+    await until(lambda: not browser_processes(training), 5, "every viewer serve started to end")
+
+
 # ---- the command -----------------------------------------------------------------------------
 def test_serve_refuses_what_it_cannot_serve(workdir: Path, training: Path) -> None:
     result = run_script(["serve", str(workdir / "nothing-here")], workdir)
