@@ -188,3 +188,76 @@ def test_a_long_history_attaches_in_one_go(run: ServedRun) -> None:
         finally:
             viewer.close()
     assert run.server.cut_off == 0
+
+
+def test_clients_asking_for_snapshots_never_grow_the_trainer_past_one_model_copy(tmp_path: Path) -> None:
+    """As it was found: a training process of a 3.2M-parameter model (13 MB of weights); 20 clients
+    ask for snapshots and never read, one reads at ~30 KB/s and asks again. RSS went 459 -> 1560 MB
+    in 10 s. It must stay within one model copy + 64 MB of its quiet level."""
+    import subprocess
+    import sys
+    import threading
+
+    from helpers import make_text
+
+    (tmp_path / "t.txt").write_text(make_text(50_000), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chargpt_tui", "t.txt", "--headless", "--n-embed", "256", "--n-layers", "4",
+         "--n-heads", "4", "--block-size", "32", "--batch-size", "4", "--dropout", "0", "--dtype", "float32",
+         "--device", "cpu", "--threads", "1", "--max-iters", "1000000", "--eval-interval", "1000000",
+         "--eval-iters", "1", "--sample-interval", "1000000", "--out-dir", str(run_dir)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rss_mb() -> float:
+        for line in open(f"/proc/{proc.pid}/status", encoding="utf-8"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        wait_until(lambda: (run_dir / "server.json").exists(), timeout=60, what="the run to serve")
+        time.sleep(4.0)  # warmed up: its quiet level
+        quiet = max(rss_mb() for _ in range(10) if time.sleep(0.1) is None)
+        path = json_socket(run_dir)
+        for _ in range(20):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.sendall(b'{"op": "snapshot", "id": 1}\n' * 3)
+            socks.append(s)
+
+        def slow_reader() -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            socks.append(s)
+            try:
+                while not stop.is_set():
+                    s.sendall(b'{"op": "snapshot", "id": 2}\n')
+                    s.recv(3000)
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        threading.Thread(target=slow_reader, daemon=True).start()
+        peak = quiet
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            assert proc.poll() is None
+            peak = max(peak, rss_mb())
+            time.sleep(0.1)
+        model_mb = 3.2e6 * 4 / 2**20
+        assert peak <= quiet + model_mb + 64, (quiet, peak)
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def json_socket(run_dir: Path) -> str:
+    info = ServerInfo.read(run_dir)
+    assert info is not None
+    return info.socket
