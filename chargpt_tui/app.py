@@ -256,7 +256,7 @@ class ChargptApp(App[int]):
             # cut off again soon after attaching: wait longer each time, so that a viewer that
             # cannot keep up does not make the run encode its history for it again and again
             now = time.monotonic()
-            quickly = now - self._attached_at < REATTACH_RESET_S
+            quickly = self._attaches > 1 and now - self._attached_at < REATTACH_RESET_S
             self._reattach_delay_s = min(2 * self._reattach_delay_s, REATTACH_MAX_S) if quickly else REATTACH_FIRST_S
             self._log(("disconnected", "b yellow"), f" ({n.reason}); attaching again in {self._reattach_delay_s:g} s")
             self._reattach(self._reattach_delay_s)

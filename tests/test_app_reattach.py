@@ -84,3 +84,34 @@ async def test_a_viewer_of_a_killed_run_shows_it_not_running_within_3_s(corpus: 
         trainer.stop()
         run.thread.join(30)
         run.metrics.close()
+
+
+async def test_attaching_again_backs_off_while_cut_off_again_soon(tmp_path: Path) -> None:
+    """A viewer that is cut off again soon after it attached (it cannot keep up) waits twice as long
+    each time before the next try, so that the run is not asked for its history every 0.5 s."""
+    from chargpt_tui import app as app_module
+    from chargpt_tui.run_link import Disconnected, RunOnDisk
+
+    tried: list[float] = []
+
+    class Link(RunOnDisk):
+        def reconnect(self, first_delay_s: float = 0.5) -> None:
+            tried.append(first_delay_s)
+
+    app = ChargptApp(Link(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        app._attaches = 1  # the first cut-off: after half a second
+        app._on_disconnected(Disconnected("cut off: too far behind", True))
+        await app.workers.wait_for_complete()
+        assert tried == [0.5]
+        tried.clear()
+        for _ in range(8):
+            app._attaches, app._attached_at = 2, __import__("time").monotonic()  # as if it had just attached again
+            app._on_disconnected(Disconnected("cut off: too far behind", True))
+            await pilot.pause(0.05)
+        await app.workers.wait_for_complete()
+        assert tried == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+        app._attached_at -= app_module.REATTACH_RESET_S + 1  # a long while after its last attach: from the start
+        app._on_disconnected(Disconnected("cut off", True))
+        await app.workers.wait_for_complete()
+        assert tried[-1] == app_module.REATTACH_FIRST_S
