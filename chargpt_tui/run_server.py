@@ -56,9 +56,9 @@ from .runtime import (
 from .snapshots import Snapshots
 from .viewer_queue import Bulk, Progress, ViewerQueue
 
-MAX_BAD_REQUESTS = 20  # malformed requests, or requests past the rate limit, before a viewer is cut off
+MAX_BAD_REQUESTS = 10  # malformed requests, or requests past the rate limit, before a viewer is cut off
 MAX_VIEWERS = 16  # attached at once (each one's live budget is memory the run may have to hold)
-ACCEPT_RATE, ACCEPT_BURST = 20.0, 20  # connections a second
+ACCEPT_RATE, ACCEPT_BURST = 10.0, 10  # connections a second
 REQUEST_RATE, REQUEST_BURST = 10.0, 20  # requests a second, per viewer
 CHECK_INTERVAL_S = 0.5  # how often viewers' progress is looked at (a stall is cut off within this of its timeout)
 LISTEN_BACKLOG = 64
