@@ -1,15 +1,16 @@
 """Each way a client can try to hurt a run, against a live training process, in alternating windows.
 
-    python benchmarks/viewer_abuse.py TEXT [--window 15] [--only NAME ...]
+    python benchmarks/viewer_abuse.py TEXT [--window 10] [--rounds 2] [--only NAME ...]
 
 The run: `chargpt-tui TEXT --headless --threads 1` (one core): a 3.2M-parameter model for the
 attacks on snapshots (a snapshot is 13 MB), a ~60k-parameter one at over 100 steps a second for
 the others (where a client's cost in the trainer's Python shows most). The attacker: this
-process, on the other core. For each attack: a quiet
-window, the attack's window, a quiet window; training speed is steps logged in metrics.jsonl per
-second. Printed per attack: the speed during the attack over the mean of the quiet windows
-around it, the trainer's RSS (quiet, peak during the attack, after), its open file descriptors
-(quiet, peak), how long the attacking clients took to be cut off, and any process left behind.
+process, on the other core. For each attack: --rounds times a quiet window then the attack's
+window, and a last quiet window; training speed is steps logged in metrics.jsonl per second.
+Printed per attack: the mean speed during the attack over the mean of the quiet windows around
+its windows (a 2-core machine drifts: one pair of windows is noisy), each window's figure, the
+trainer's RSS (quiet, peak during the attack, after), its open file descriptors (quiet, peak),
+how long the attacking clients took to be cut off, and any process left behind.
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ ATTACKS: list[tuple[str, Callable[[Attack], None], list[str]]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("text")
-    parser.add_argument("--window", type=float, default=15.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="attacks whose names contain one of these")
     args = parser.parse_args()
     print(f"cpu: {cpu()}, {os.cpu_count()} cores; windows of {args.window:g} s")
@@ -250,18 +252,22 @@ def main() -> None:
                 continue
             trainer = Trainer(os.path.abspath(args.text), Path(folder), model)
             try:
-                before, _, _ = window(trainer, args.window)
                 for name, step, _ in attacks:
                     quiet_rss, quiet_fds = trainer.rss_mb(), trainer.fds()
-                    with Attack(trainer, step) as attack:
-                        during, peak_rss, peak_fds = window(trainer, args.window)
-                    after, _, _ = window(trainer, args.window)
-                    ratio = during / ((before + after) / 2)
-                    cut = f", cut off after {max(attack.cut_after):.1f} s" if attack.cut_after else ""
-                    print(f"{name}: speed {ratio:.2f} of quiet ({during:.0f} vs {before:.0f}/{after:.0f} steps/s); "
-                          f"RSS {quiet_rss:.0f} -> peak {peak_rss:.0f} -> {trainer.rss_mb():.0f} MB; "
-                          f"fds {quiet_fds} -> {peak_fds}{cut}", flush=True)
-                    before = after
+                    quiet, during, peak_rss, peak_fds, cuts = [], [], 0.0, 0, []
+                    for _ in range(args.rounds):
+                        quiet.append(window(trainer, args.window)[0])
+                        with Attack(trainer, step) as attack:
+                            speed, rss, fds = window(trainer, args.window)
+                        during.append(speed)
+                        peak_rss, peak_fds, cuts = max(peak_rss, rss), max(peak_fds, fds), cuts + attack.cut_after
+                    quiet.append(window(trainer, args.window)[0])
+                    ratio = (sum(during) / len(during)) / (sum(quiet) / len(quiet))
+                    cut = f", cut off after {max(cuts):.1f} s" if cuts else ""
+                    print(f"{name}: speed {ratio:.2f} of quiet ({' '.join(f'{s:.0f}' for s in during)} vs "
+                          f"{' '.join(f'{s:.0f}' for s in quiet)} steps/s); RSS {quiet_rss:.0f} -> peak "
+                          f"{peak_rss:.0f} -> {trainer.rss_mb():.0f} MB; fds {quiet_fds} -> {peak_fds}{cut}",
+                          flush=True)
             finally:
                 trainer.stop()
     left = subprocess.run(["pgrep", "-f", "chargpt_tui .*--threads 1"], capture_output=True, text=True).stdout.split()
