@@ -20,7 +20,7 @@ its memory: everything a client can cause is bounded (README, "Viewers").
   snapshots outside it but to be taken at a useful rate; a viewer whose socket takes nothing for
   `stall_timeout_s`, that falls past its budget or takes bulk data too slowly, is cut off (it may
   attach again, and is sent the history anew).
-- Snapshots of the weights: one payload at a time, shared (snapshots.py).
+- Requests (run_requests.py); snapshots of the weights: one payload at a time, shared (snapshots.py).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +41,18 @@ from . import protocol
 from .catch_up import CatchUp
 from .journal import RunJournal
 from .rate_limit import RateLimit
+from .run_requests import RunRequests
 from .runs import read_journal
 from .runtime import (
     RunLock,
     ServerInfo,
-    peer_uid,
     remove_dead_sockets,
     remove_stale_server,
     runtime_dir,
+    same_user,
     write_server_info,
 )
-from .snapshots import Snapshots
-from .viewer_queue import Bulk, Progress, ViewerQueue
+from .viewer_queue import Bulk, Progress, Viewer, ViewerQueue
 
 MAX_BAD_REQUESTS = 10  # malformed requests, or requests past the rate limit, before a viewer is cut off
 MAX_VIEWERS = 16  # attached at once (each one's live budget is memory the run may have to hold)
@@ -62,24 +60,6 @@ ACCEPT_RATE, ACCEPT_BURST = 10.0, 10  # connections a second
 REQUEST_RATE, REQUEST_BURST = 10.0, 20  # requests a second, per viewer
 CHECK_INTERVAL_S = 0.5  # how often viewers' progress is looked at (a stall is cut off within this of its timeout)
 LISTEN_BACKLOG = 64
-
-
-@dataclass
-class _Viewer:
-    number: int
-    writer: asyncio.StreamWriter
-    queue: ViewerQueue
-    progress: Progress
-    requests: RateLimit
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    bad_requests: int = 0
-    snapshot_pending: bool = False
-    leaving: bool = False  # told "bye": what is queued is written, then the connection ends
-    closed: bool = False
-
-    @property
-    def queued_bytes(self) -> int:
-        return self.queue.live_bytes
 
 
 class RunServer:
@@ -118,7 +98,7 @@ class RunServer:
         journal = read_journal(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else RunJournal()
         journal.forget_end()
         self.frames = CatchUp(journal)
-        self.viewers: dict[int, _Viewer] = {}
+        self.viewers: dict[int, Viewer] = {}
         self.cut_off = 0  # viewers disconnected for being too slow or too noisy (tests, diagnostics)
         self.refused = 0  # connections turned away (too many viewers)
         self.socket_path: Path | None = None
@@ -131,9 +111,8 @@ class RunServer:
         self._ready = threading.Event()
         self._no_viewers = threading.Event()
         self._no_viewers.set()
-        self._controls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-controls")
-        self._controls_pending: set[str] = set()  # a save or evaluation asked for again meanwhile is one
-        self.snapshots = Snapshots(trainer, self._controls, self._call_in_loop, self._deliver_snapshot)
+        self.requests = RunRequests(trainer, self._send, self._broadcast, self._call_in_loop,
+                                    lambda: self.ended is not None)
         self.ever_attached = threading.Event()
 
     @property
@@ -222,9 +201,7 @@ class RunServer:
             self._thread.join(timeout=5)
         if self._listener is not None:
             self._listener.close()
-        # a save or evaluation under way finishes before the lock is let go: no other process
-        # may write this run's files while this one still does
-        self._controls.shutdown(wait=True, cancel_futures=True)
+        self.requests.close()  # (a save under way finishes before the lock is let go)
         for path in (self.socket_path, self.run_dir / "server.json"):
             if path is None:
                 continue
@@ -260,11 +237,11 @@ class RunServer:
         for viewer in list(self.viewers.values()):
             self._queued(viewer, viewer.queue.add_frame(data))
 
-    def _send(self, viewer: _Viewer, frame: dict[str, Any]) -> None:
+    def _send(self, viewer: Viewer, frame: dict[str, Any]) -> None:
         if not viewer.closed:
             self._queued(viewer, viewer.queue.add_frame(protocol.encode(frame)))
 
-    def _queued(self, viewer: _Viewer, within_budget: bool) -> None:
+    def _queued(self, viewer: Viewer, within_budget: bool) -> None:
         if viewer.closed:
             return
         if not within_budget:
@@ -272,7 +249,7 @@ class RunServer:
             return
         viewer.wake.set()
 
-    def _cut_off(self, viewer: _Viewer) -> None:
+    def _cut_off(self, viewer: Viewer) -> None:
         self.cut_off += 1
         self._drop(viewer, abort=True)
 
@@ -303,7 +280,7 @@ class RunServer:
             loop.create_task(self._viewer_connected(conn))
 
     async def _viewer_connected(self, conn: socket.socket) -> None:
-        if self.check_peer and not _same_user(conn):
+        if self.check_peer and not same_user(conn):
             _refuse_connection(conn, "this run belongs to another user")
             return
         if self.socket_buffer_bytes:
@@ -315,7 +292,7 @@ class RunServer:
             return
         self._numbers += 1
         now = time.monotonic()
-        viewer = _Viewer(self._numbers, writer, ViewerQueue(self.budget_bytes), Progress(writer.transport, now),
+        viewer = Viewer(self._numbers, writer, ViewerQueue(self.budget_bytes), Progress(writer.transport, now),
                          RateLimit(REQUEST_RATE, REQUEST_BURST))
         self.viewers[viewer.number] = viewer
         self._no_viewers.clear()
@@ -330,7 +307,7 @@ class RunServer:
         viewer.queue.add_bulk(Bulk([*self.frames.for_new_viewer(), protocol.encode({"type": "live"})]))
         if self.ended is not None:
             self._send(viewer, self.ended)
-        writing = asyncio.get_running_loop().create_task(self._write(viewer))
+        writing = asyncio.get_running_loop().create_task(viewer.send_queued())
         try:
             await self._read(viewer, reader)
             if viewer.leaving:
@@ -339,45 +316,16 @@ class RunServer:
             writing.cancel()
             self._drop(viewer, abort=False)
 
-    async def _write(self, viewer: _Viewer) -> None:
-        writer, progress = viewer.writer, viewer.progress
-        try:
-            while not viewer.closed:
-                await viewer.wake.wait()
-                viewer.wake.clear()
-                while not viewer.closed and (item := viewer.queue.pop(time.time())) is not None:
-                    if not isinstance(item, Bulk):
-                        writer.write(item)
-                        progress.wrote(len(item))
-                        await writer.drain()  # waits while the viewer's socket is full
-                        continue
-                    progress.bulk_deadline = time.monotonic() + item.allowed_s
-                    try:
-                        for part in item.parts:
-                            view = memoryview(part)
-                            for start in range(0, len(view), 1 << 16):  # asyncio never holds a copy of it all
-                                writer.write(view[start:start + (1 << 16)])
-                                progress.wrote(min(1 << 16, len(view) - start))
-                                await writer.drain()
-                    finally:
-                        progress.bulk_deadline = None
-                        item.done()
-                if viewer.leaving:
-                    return
-        except (ConnectionError, OSError, asyncio.CancelledError):
-            pass
-
     async def _watch_viewers(self) -> None:
         """Cut off the viewers that stopped reading, or take bulk data too slowly."""
         while True:
             await asyncio.sleep(CHECK_INTERVAL_S)
             now = time.monotonic()
             for viewer in list(self.viewers.values()):
-                deadline = viewer.progress.bulk_deadline
-                if viewer.progress.check(now) > self.stall_timeout_s or (deadline is not None and now > deadline):
+                if viewer.behind(now, self.stall_timeout_s):
                     self._cut_off(viewer)
 
-    async def _read(self, viewer: _Viewer, reader: asyncio.StreamReader) -> None:
+    async def _read(self, viewer: Viewer, reader: asyncio.StreamReader) -> None:
         while not viewer.closed and not viewer.leaving:
             try:
                 line = await reader.readuntil(b"\n")
@@ -400,9 +348,9 @@ class RunServer:
             if not viewer.requests.take():
                 self._refuse(viewer, request_id, f"too many requests (at most {REQUEST_RATE:g} a second)")
                 continue
-            self._handle(viewer, op, request_id)
+            self.requests.handle(viewer, op, request_id)
 
-    def _refuse(self, viewer: _Viewer, request_id: int | None, error: str) -> None:
+    def _refuse(self, viewer: Viewer, request_id: int | None, error: str) -> None:
         viewer.bad_requests += 1
         if viewer.bad_requests > MAX_BAD_REQUESTS:
             self._send(viewer, {"type": "bye", "reason": "too many malformed or excessive messages"})
@@ -411,7 +359,7 @@ class RunServer:
             return
         self._send(viewer, {"type": "error", "id": request_id, "error": error})
 
-    def _drop(self, viewer: _Viewer, abort: bool) -> None:
+    def _drop(self, viewer: Viewer, abort: bool) -> None:
         viewer.closed = True
         viewer.wake.set()
         viewer.queue.release()
@@ -424,85 +372,11 @@ class RunServer:
         if not self.viewers:
             self._no_viewers.set()
 
-    # ---- requests ----------------------------------------------------------------------------
-    def _handle(self, viewer: _Viewer, op: str, request_id: int | None) -> None:
-        trainer = self.trainer
-        ended = self.ended is not None
-        if op in ("pause", "resume", "stop") and ended:
-            self._send(viewer, {"type": "error", "id": request_id, "error": "the run has ended"})
-            return
-        if op == "pause":
-            trainer.pause()
-        elif op == "resume":
-            if not trainer.resume():
-                self._send(viewer, {"type": "error", "id": request_id,
-                                    "error": "the loss diverged: these weights cannot be trained on"})
-                return
-        elif op == "stop":
-            trainer.stop()
-        elif op == "save":
-            self._control(op, trainer.request_save)
-        elif op == "evaluate":
-            self._control(op, trainer.request_eval)
-        elif op == "snapshot":
-            if viewer.snapshot_pending:
-                self._send(viewer, {"type": "error", "id": request_id, "error": "a snapshot is on its way already"})
-                return
-            viewer.snapshot_pending = True
-            self.snapshots.ask((viewer, request_id))
-            return
-        self._send(viewer, {"type": "reply", "id": request_id})
-        self._broadcast({"type": "control", "op": op, "by": viewer.number})
-
-    def _control(self, op: str, work: Any) -> None:
-        """Run a save or an evaluation in the control thread; asked for again before it has
-        run, it runs once."""
-        if op in self._controls_pending:
-            return
-        self._controls_pending.add(op)
-
-        def run() -> None:
-            try:
-                self._call_in_loop(self._controls_pending.discard, op)
-            except RuntimeError:
-                pass
-            work()
-
-        self._controls.submit(run)
-
-    def _deliver_snapshot(self, waiter: tuple[_Viewer, int | None], payload: memoryview | None,
-                          error: str | None) -> None:
-        viewer, request_id = waiter
-        if payload is None:
-            viewer.snapshot_pending = False
-            self._send(viewer, {"type": "error", "id": request_id, "error": error or "snapshot failed"})
-            return
-
-        def sent() -> None:  # (or the viewer is gone): it may ask again, and the payload may go
-            viewer.snapshot_pending = False
-            self.snapshots.release()
-
-        if viewer.closed:
-            sent()
-            return
-        header = protocol.encode({"type": "snapshot", "id": request_id, "bytes": len(payload)})
-        viewer.queue.add_bulk(Bulk([header, payload], on_done=sent))
-        viewer.wake.set()
-
     async def _report_memory(self) -> None:
         while True:
             await asyncio.sleep(self.memory_interval_s)
             if self.viewers:
                 self._broadcast({"type": "memory", "memory": memory_usage(self.trainer.device)})
-
-
-def _same_user(sock: socket.socket) -> bool:
-    """The peer's uid from the kernel (SO_PEERCRED, Linux). Elsewhere the folder's 0700 decides."""
-    try:
-        uid = peer_uid(sock)
-    except OSError:
-        return False
-    return uid is None or uid == os.getuid()
 
 
 def _refuse_connection(conn: socket.socket, reason: str) -> None:

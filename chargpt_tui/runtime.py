@@ -210,6 +210,16 @@ def peer_uid(sock: socket.socket) -> int | None:
     return struct.unpack("3i", creds)[1]
 
 
+def same_user(sock: socket.socket) -> bool:
+    """Whether the process at the other end is this user's (SO_PEERCRED, Linux; elsewhere the
+    folder's 0700 decides)."""
+    try:
+        uid = peer_uid(sock)
+    except OSError:
+        return False
+    return uid is None or uid == os.getuid()
+
+
 def connect_unix(path: str, timeout: float) -> socket.socket:
     """A connected Unix socket, waiting up to `timeout` seconds for the listener to take it.
 

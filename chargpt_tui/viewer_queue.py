@@ -1,5 +1,5 @@
-"""One viewer, as the training process sees it: what waits to be sent to it, within its budget,
-and whether its socket is taking it.
+"""One viewer, as the training process sees it (Viewer): what waits to be sent to it, within its
+budget, and whether its socket is taking it.
 
 Two kinds of data wait for a viewer:
 - live frames (events, replies, memory figures): shared bytes, counted against the viewer's
@@ -19,6 +19,7 @@ import asyncio
 import fcntl
 import struct
 import termios
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from model import events as ev
 
 from . import protocol
+from .rate_limit import RateLimit
 
 MIN_RATE = 1 << 20  # bytes a second: the slowest a viewer may take bulk data (a local socket does 100x that)
 BULK_GRACE_S = 10.0  # bulk data of any size may take this long
@@ -151,3 +153,58 @@ class Progress:
             return struct.unpack("i", fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
         except OSError:
             return 0
+
+
+@dataclass
+class Viewer:
+    """One connected viewer: its connection, its queue, how it reads, how much it may ask."""
+
+    number: int
+    writer: asyncio.StreamWriter
+    queue: ViewerQueue
+    progress: Progress
+    requests: RateLimit
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    bad_requests: int = 0
+    snapshot_pending: bool = False
+    leaving: bool = False  # told "bye": what is queued is written, then the connection ends
+    closed: bool = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.queue.live_bytes
+
+    def behind(self, now: float, stall_timeout_s: float) -> bool:
+        """Whether it is to be cut off: its socket took nothing for stall_timeout_s, or bulk data
+        is taking it longer than MIN_RATE allows."""
+        deadline = self.progress.bulk_deadline
+        return self.progress.check(now) > stall_timeout_s or (deadline is not None and now > deadline)
+
+    async def send_queued(self) -> None:
+        """Write what is queued as it comes, until the viewer is closed (or leaving, and done)."""
+        writer, progress = self.writer, self.progress
+        try:
+            while not self.closed:
+                await self.wake.wait()
+                self.wake.clear()
+                while not self.closed and (item := self.queue.pop(time.time())) is not None:
+                    if not isinstance(item, Bulk):
+                        writer.write(item)
+                        progress.wrote(len(item))
+                        await writer.drain()  # waits while the viewer's socket is full
+                        continue
+                    progress.bulk_deadline = time.monotonic() + item.allowed_s
+                    try:
+                        for part in item.parts:
+                            view = memoryview(part)
+                            for start in range(0, len(view), CHUNK):  # asyncio never holds a copy of it all
+                                writer.write(view[start:start + CHUNK])
+                                progress.wrote(min(CHUNK, len(view) - start))
+                                await writer.drain()
+                    finally:
+                        progress.bulk_deadline = None
+                        item.done()
+                if self.leaving:
+                    return
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass
