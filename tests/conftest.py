@@ -4,11 +4,15 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import make_text
 
 from model.data import Corpus
+
+if TYPE_CHECKING:
+    from serving import ServedRun
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,3 +71,22 @@ def no_training_process_outlives_the_tests(tmp_path_factory: pytest.TempPathFact
             os.kill(info.pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+@pytest.fixture
+def run(corpus: Corpus, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServedRun]:
+    """A tiny run training in a thread of the test's process, served on a real socket (options
+    for its RunServer by indirect parametrization)."""
+    from helpers import tiny_configs
+    from serving import ServedRun
+
+    from model.rundir import RunDir
+    from model.trainer import Trainer
+
+    options = getattr(request, "param", {})
+    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=40, sample_interval=40)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.02)
+    with ServedRun(trainer, **options) as served:
+        yield served

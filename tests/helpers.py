@@ -134,3 +134,14 @@ def one_of_each_kind() -> list[ev.Event]:
     ]
     assert {type(e) for e in events} == set(ev.BY_KIND.values()), "a kind of event is missing here"
     return events
+
+
+async def app_until(pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
+    """Let a Pilot-driven app process messages until condition holds (no fixed sleeps)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.02)

@@ -6,22 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from helpers import tiny_configs
+from helpers import app_until, tiny_configs
 from serving import ServedRun
-from textual.pilot import Pilot
 
 from chargpt_tui.app import ChargptApp
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer
-
-
-async def wait_for(pilot: Pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting for the app"
-        await pilot.pause(0.02)
 
 
 async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: Corpus, tmp_path: Path) -> None:
@@ -33,19 +24,19 @@ async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: C
     with ServedRun(trainer) as run:
         app = ChargptApp(run.client())
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: app.state == "evaluating" and app.status.detail.startswith(("2", "3", "4")))
+            await app_until(pilot, lambda: app.state == "evaluating" and app.status.detail.startswith(("2", "3", "4")))
             await pilot.press("p")
-            await wait_for(pilot, lambda: app.state == "paused", timeout=10)
+            await app_until(pilot, lambda: app.state == "paused", timeout=10)
             assert "in its evaluation" in app.status.detail and app.status.state == "paused"
             held_at = app.progress.iter
             await asyncio.sleep(0.5)
             assert trainer.paused and trainer.iter == held_at == 0
             await pilot.press("s")  # a save while held: the status still says where it holds
-            await wait_for(pilot, lambda: (run_dir.ckpt_path).exists() and app.state == "paused")
+            await app_until(pilot, lambda: (run_dir.ckpt_path).exists() and app.state == "paused")
             await pilot.pause(0.2)
             assert app.status.detail == "at step 0, in its evaluation"
             await pilot.press("p")
-            await wait_for(pilot, lambda: app.state == "evaluating")
+            await app_until(pilot, lambda: app.state == "evaluating")
             assert not trainer.paused
             await pilot.press("ctrl+q")
         run.trainer.stop()

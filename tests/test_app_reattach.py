@@ -7,22 +7,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import tiny_configs
+from helpers import app_until, tiny_configs
 from serving import ServedRun
-from textual.pilot import Pilot
 
 from chargpt_tui.app import ChargptApp
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer
-
-
-async def wait_for(pilot: Pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting for the app"
-        await pilot.pause(0.02)
 
 
 async def test_a_viewer_that_stops_reading_is_cut_off_and_attaches_again_by_itself(corpus: Corpus,
@@ -44,16 +35,16 @@ async def test_a_viewer_that_stops_reading_is_cut_off_and_attaches_again_by_itse
         client._notice = slow_notice  # type: ignore[method-assign]
         app = ChargptApp(client)
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: app.caught_up and app.progress.iter >= 20)
+            await app_until(pilot, lambda: app.caught_up and app.progress.iter >= 20)
             reading.clear()
-            await wait_for(pilot, lambda: run.server.cut_off >= 1)
+            await app_until(pilot, lambda: run.server.cut_off >= 1)
             assert not trainer.paused  # training never waited for it
             reading.set()
-            await wait_for(pilot, lambda: app._attaches == 2 and app.caught_up)
+            await app_until(pilot, lambda: app._attaches == 2 and app.caught_up)
             shown = " ".join(line.text for line in app.messages.lines)  # (wrapped at the panel's width)
             assert "attached at step" in shown, shown  # the history drawn anew
             at = trainer.iter
-            await wait_for(pilot, lambda: app.progress.iter > at)  # live again
+            await app_until(pilot, lambda: app.progress.iter > at)  # live again
             await pilot.press("ctrl+q")
 
 
@@ -71,12 +62,12 @@ async def test_a_viewer_of_a_killed_run_shows_it_not_running_within_3_s(corpus: 
     try:
         app = ChargptApp(run.client())
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: app.caught_up and app.progress.iter >= 2 and app.state == "training")
+            await app_until(pilot, lambda: app.caught_up and app.progress.iter >= 2 and app.state == "training")
             run.server.close()  # the process is gone: no "ended", no "bye", its socket and server.json with it
             died = time.monotonic()
             await asyncio.sleep(0.3)
             run.lock.release()  # ... and then its lock
-            await wait_for(pilot, lambda: not app.live and "not running" in app.status.detail, timeout=10)
+            await app_until(pilot, lambda: not app.live and "not running" in app.status.detail, timeout=10)
             assert time.monotonic() - died < 3.0
             assert app.state == "crashed" and not app.progress.running
             await pilot.press("q")

@@ -29,6 +29,22 @@ def fake_run(run_dir: Path, socket_path: Path) -> RunLock:
     return lock
 
 
+def fill_listen_queue(path: Path) -> list[socket.socket]:
+    """Connections that fill the listen queue of the socket at path (nobody accepts them), as a
+    flood of connections does."""
+    waiting = []
+    for _ in range(1024):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(str(path))
+        except BlockingIOError:
+            s.close()
+            return waiting
+        waiting.append(s)
+    pytest.fail("the listen queue never filled")
+
+
 def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_path: Path) -> None:
     path = runtime_dir() / f"test-{os.getpid()}-queue.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -36,17 +52,7 @@ def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_
     listener.listen(1)
     waiting: list[socket.socket] = []
     try:
-        for _ in range(64):  # fill the queue as a flood of connections does (nobody accepts yet)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(str(path))
-            except BlockingIOError:
-                s.close()
-                break
-            waiting.append(s)
-        else:
-            pytest.fail("the listen queue never filled")
+        waiting = fill_listen_queue(path)
         lock = fake_run(tmp_path / "run", path)
         accepted = threading.Event()
 
@@ -77,17 +83,9 @@ def test_attach_gives_up_on_a_queue_that_stays_full_with_one_line(tmp_path: Path
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(0)
-    waiting = []
+    waiting: list[socket.socket] = []
     try:
-        while True:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(str(path))
-            except BlockingIOError:
-                s.close()
-                break
-            waiting.append(s)
+        waiting = fill_listen_queue(path)
         lock = fake_run(tmp_path / "run", path)
         with pytest.raises(AttachError, match="did not take the connection in 0.5 s"):
             RunClient(tmp_path / "run", connect_timeout_s=0.5).connect()

@@ -4,13 +4,11 @@ MarkupError, and `[enforce fail at ...]` vanished from a PyTorch error."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
-from helpers import make_text, tiny_configs
+from helpers import app_until, make_text, tiny_configs
 from serving import ServedRun
-from textual.pilot import Pilot
 
 from chargpt_tui.app import ChargptApp
 from model import events as ev
@@ -21,13 +19,6 @@ from model.trainer import Trainer
 ODD = "odd[/b]"
 ERROR = "[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory [/]"
 
-
-async def wait_for(pilot: Pilot, condition, timeout: float = 30.0) -> None:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out waiting for the app"
-        await pilot.pause(0.02)
 
 
 async def test_names_samples_and_errors_with_brackets_are_shown_literally(tmp_path: Path) -> None:
@@ -43,14 +34,14 @@ async def test_names_samples_and_errors_with_brackets_are_shown_literally(tmp_pa
     with ServedRun(trainer) as run:
         app = ChargptApp(run.client())
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_for(pilot, lambda: app.caught_up and app.progress.iter >= 2)
+            await app_until(pilot, lambda: app.caught_up and app.progress.iter >= 2)
             for event in (ev.Warning(3, 1.0, ERROR), ev.Hint(3, 1.0, "try [b]this[/b]"),
                           ev.SampleGenerated(3, 1.0, "[red]not red[/red] [/]"),
                           ev.CheckpointFailed(3, 1.0, str(run_dir.path / "ckpt.pt"), "[Errno 28] [/b]no space"),
                           ev.Diverged(4, 1.0, f"the loss became nan {ERROR}", str(run_dir.path / "ckpt.pt"), 0),
                           ev.Failed(5, 2.0, ERROR)):
                 run.server(event)  # as the trainer reports them, to every viewer
-            await wait_for(pilot, lambda: app.state == "failed")
+            await app_until(pilot, lambda: app.state == "failed")
             await pilot.pause(0.3)
             shown = "".join(line.text for line in app.messages.lines)
             for literal in ("[enforce fail at alloc_cpu.cpp:117]", "[/]", "try [b]this[/b]", "[Errno 28] [/b]no space",

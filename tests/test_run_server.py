@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,6 @@ from model import events as ev
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer
-
-
-@pytest.fixture
-def run(corpus: Corpus, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServedRun]:
-    options = getattr(request, "param", {})
-    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=40, sample_interval=40)
-    run_dir = RunDir(tmp_path / "run")
-    run_dir.prepare()
-    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.02)
-    with ServedRun(trainer, **options) as served:
-        yield served
 
 
 def wait_until(condition: Any, timeout: float = 60.0, what: str = "condition") -> None:

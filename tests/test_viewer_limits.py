@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import tiny_configs, wait_until
+from helpers import wait_until
 from serving import RawViewer, ServedRun
 
 from chargpt_tui import protocol
@@ -19,20 +18,6 @@ from chargpt_tui.journal import MAX_SAMPLES, RunJournal
 from chargpt_tui.rate_limit import RateLimit
 from chargpt_tui.runtime import ServerInfo
 from model import events as ev
-from model.data import Corpus
-from model.rundir import RunDir
-from model.trainer import Trainer
-
-
-@pytest.fixture
-def run(corpus: Corpus, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServedRun]:
-    options = getattr(request, "param", {})
-    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=40, sample_interval=40)
-    run_dir = RunDir(tmp_path / "run")
-    run_dir.prepare()
-    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.02)
-    with ServedRun(trainer, **options) as served:
-        yield served
 
 
 def test_a_rate_limit_takes_its_rate_and_burst() -> None:
