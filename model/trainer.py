@@ -178,6 +178,8 @@ class Trainer:
         self._asked = self.control if group is None else RunControl()
         self._flush_now = False
         self._holding = False  # in _wait_while_paused: an evaluation asked for there runs through
+        self._in_loop = False  # the loop runs (pauses hold it); outside it, requests are done at once
+        self._paused_since: float | None = None  # while held: when (paused time is not training time)
         self._eval_gen_before: torch.Tensor | None = None  # the evaluation generator's state as the current one began
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
@@ -254,11 +256,11 @@ class Trainer:
                 self._emit(self._started_event())
                 for warning in self._warnings:  # once, at the start: bfloat16 emulated, say
                     self._emit(ev.Warning(self.iter, self._time_s(), warning))
-                self._live_group = self.group
+                self._live_group, self._in_loop = self.group, True
                 try:
                     stopped = self._loop()
                 finally:  # from here on, rank 0 alone: what it is asked it does by itself
-                    self._live_group = None
+                    self._live_group, self._in_loop = None, False
         except Exception as exc:  # reported as an event; the caller decides what to do
             failure = exc
         finally:
@@ -429,8 +431,10 @@ class Trainer:
                 for k in range(cfg.eval_iters):
                     self._agree()  # several processes: a stop abandons the evaluation in all of them
                     # a pause asked for during it holds it here, within a batch (an evaluation
-                    # asked for while paused runs through: the person asked for it)
-                    if self.control.pause.is_set() and not self._holding and not self.control.stop.is_set():
+                    # asked for while paused runs through: the person asked for it; and one done
+                    # outside the loop, after the run, has no pause to hold for)
+                    if self._in_loop and self.control.pause.is_set() and not self._holding \
+                            and not self.control.stop.is_set():
                         self._wait_while_paused(it, evaluating=True)
                     if self.control.stop.is_set():
                         self.eval_gen.set_state(eval_gen_state)
@@ -524,7 +528,7 @@ class Trainer:
         this evaluation (checkpoint_state)."""
         self._flush_steps()
         self._emit(ev.Paused(it, self._time_s()))
-        paused_at = time.perf_counter()
+        self._paused_since = time.perf_counter()
         self._holding = True
         try:
             while self.control.pause.is_set() and not self.control.stop.is_set():
@@ -537,7 +541,8 @@ class Trainer:
         finally:
             self._holding = False
         # time spent paused is not training time
-        self._t0 += time.perf_counter() - paused_at
+        self._t0 += time.perf_counter() - self._paused_since
+        self._paused_since = None
         if not self.control.stop.is_set():
             self._emit(ev.Resumed(it, self._time_s()))
 
@@ -604,7 +609,9 @@ class Trainer:
 
     # ---- helpers -----------------------------------------------------------------------------
     def _time_s(self) -> float:
-        return self._elapsed_before + time.perf_counter() - self._t0
+        """Training time: since the run first started, less the time paused (so far, while held)."""
+        now = time.perf_counter() if self._paused_since is None else self._paused_since
+        return self._elapsed_before + now - self._t0
 
     def _copy_model(self) -> GPT:
         model = copy.deepcopy(self.model)

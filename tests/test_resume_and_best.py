@@ -258,3 +258,47 @@ def test_a_pause_during_an_evaluation_holds_it_within_a_batch_and_it_goes_on_aft
     again.run()
     first = next(e for e in seen_again if isinstance(e, ev.EvalDone))
     assert (first.iter, first.val_loss) == (0, uninterrupted[0].val_loss)
+
+
+def test_an_evaluation_after_the_run_is_not_held_by_a_pause_left_set(corpus: Corpus) -> None:
+    """`p` pressed as the run made its last sample: the loop ended paused. An evaluation asked for
+    after it (a viewer's `e` on a finished run) must run, not wait forever for a resume that the
+    ended run refuses (its server's control thread, and so the process's exit, hung on it)."""
+    model_config, train_config = tiny_configs(corpus, max_iters=4, eval_interval=4, sample_interval=4)
+    trainer = Trainer(corpus, model_config, train_config)
+    trainer.add_listener(lambda e: trainer.pause() if isinstance(e, ev.SampleGenerated) else None)
+    seen = collect(trainer)
+    assert trainer.run().status == "finished"
+    asked = threading.Thread(target=trainer.request_eval, daemon=True)
+    asked.start()
+    asked.join(30)
+    assert not asked.is_alive(), "the evaluation is held by the pause"
+    assert isinstance(seen[-1], ev.EvalDone) and not any(isinstance(e, ev.Paused) for e in seen[-3:])
+
+
+def test_a_checkpoint_saved_while_held_counts_no_paused_time(corpus: Corpus, tmp_path: Path) -> None:
+    model_config, train_config = tiny_configs(corpus, max_iters=1_000_000, eval_interval=1_000_000)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
+    held = threading.Event()
+    trainer.add_listener(lambda e: trainer.pause() if isinstance(e, ev.StepsDone) and e.iter >= 3 else None)
+    trainer.add_listener(lambda e: held.set() if isinstance(e, ev.Paused) else None)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        assert held.wait(30)
+        at_pause = trainer._time_s()
+        import time
+
+        time.sleep(1.0)
+        trainer.request_save()
+        for _ in range(300):
+            if run_dir.ckpt_path.exists() and load_checkpoint(run_dir.ckpt_path)["iter"] >= 3:
+                break
+            time.sleep(0.01)
+        assert load_checkpoint(run_dir.ckpt_path)["elapsed_s"] == pytest.approx(at_pause, abs=0.05)
+    finally:
+        trainer.stop()
+        trainer.resume()
+        thread.join(30)
