@@ -57,12 +57,14 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
     """Take a checkpoint's state back (the run's own configs are the trainer's already)."""
     trainer.model.load_state_dict(unwrapped_weights(state["model"]))
     if "optimizer" in state:
-        # the saved moments, with this run's settings: load_state_dict takes the saved groups'
-        # hyperparameters too (weight decay, betas, ...), and a changed setting would be ignored
-        settings = [{k: v for k, v in group.items() if k != "params"} for group in trainer.optimizer.param_groups]
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        for group, ours in zip(trainer.optimizer.param_groups, settings, strict=True):
-            group.update(ours)
+        # the saved moments, with this run's settings: load_state_dict takes the groups'
+        # hyperparameters from what it is given (weight decay, betas, fused, ...), so this run's
+        # are put into the saved groups first; it then places the moments as they require (a
+        # foreach checkpoint resumed fused on a GPU: the step counts on the GPU)
+        saved = state["optimizer"]
+        groups = [{**group, **{k: v for k, v in ours.items() if k != "params"}}
+                  for group, ours in zip(saved["param_groups"], trainer.optimizer.param_groups, strict=True)]
+        trainer.optimizer.load_state_dict({**saved, "param_groups": groups})
     if trainer.scaler is not None and "scaler" in state:
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.iter = int(state["iter"])

@@ -302,3 +302,39 @@ def test_a_checkpoint_saved_while_held_counts_no_paused_time(corpus: Corpus, tmp
         trainer.stop()
         trainer.resume()
         thread.join(30)
+
+
+def test_a_checkpoint_of_another_optimizer_implementation_resumes_under_this_ones(
+        corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint written where fused AdamW was missing (for-each), resumed where it is there:
+    the groups say fused, and the moments were placed for it when loaded (on a GPU a CPU step
+    count under fused AdamW fails the first step)."""
+    from model import optim
+
+    model_config, train_config = tiny_configs(corpus, max_iters=4, eval_interval=4)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    real = torch.optim.AdamW
+
+    def without_fused(*args: object, fused: bool | None = None, **kwargs: object) -> torch.optim.AdamW:
+        if fused:
+            raise RuntimeError("no fused AdamW here")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optim.torch.optim, "AdamW", without_fused)
+    Trainer(corpus, model_config, train_config, run_dir=run_dir).run()
+    monkeypatch.undo()
+    state = load_checkpoint(run_dir.ckpt_path)
+    assert not any(g.get("fused") for g in state["optimizer"]["param_groups"])
+    placed: list[bool] = []
+    load = torch.optim.Optimizer.load_state_dict
+
+    def spy(self: torch.optim.Optimizer, given: dict) -> None:
+        placed.extend(bool(g.get("fused")) for g in given["param_groups"])
+        load(self, given)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "load_state_dict", spy)
+    resumed = Trainer(corpus, model_config, replace(train_config, max_iters=6), resume=state)
+    assert placed == [True, True]  # loaded with this run's flags, not set after the loading
+    assert all(g["fused"] for g in resumed.optimizer.param_groups)
+    assert resumed.run().status == "finished"
