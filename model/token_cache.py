@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import queue
+import socket
 import threading
 import time
 import warnings
@@ -45,7 +46,7 @@ from .rundir import process_exists
 from .text_stream import NotUtf8, check_readable, pieces, raise_if_binary
 from .tokenizer import CharTokenizer, _codepoints
 
-FORMAT_VERSION = 2  # 2: the metadata names its id file (inode, device, mtime)
+FORMAT_VERSION = 2  # 2: the metadata names its id file (inode, mtime)
 CACHE_ENV = "CHARGPT_TUI_CACHE_DIR"
 HASHED_BYTES = 1024 * 1024  # of the source's head and tail, in the metadata
 USE_DIRECT_IO = True  # (tests turn it off to check the plain path too)
@@ -209,8 +210,8 @@ class TokenCache:
         try:
             # the metadata read above describes this very file: a rebuild between reading the one
             # and opening the other could pair one text's vocabulary with another's ids
-            inode, device, mtime_ns = _identity(f)
-            if (inode, device) != (ids_file.get("inode"), ids_file.get("device")):
+            inode, mtime_ns = _identity(f)
+            if inode != ids_file.get("inode"):
                 f.close()
                 return None, "its id file was replaced since its metadata was written (rebuilt meanwhile?)"
             offset = _check_npy(f, dtype, n)
@@ -223,17 +224,23 @@ class TokenCache:
         return cls(source, npy_path, vocab, dtype, n, offset, f), None
 
 
-def _identity(f: BinaryIO) -> tuple[int, int, int]:
-    """Which file f is: inode, device, and the time its last byte was written."""
+_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname()) or "host"
+
+
+def _identity(f: BinaryIO) -> tuple[int, int]:
+    """Which file f is in its folder: its inode, and the time its last byte was written. (Not the
+    device number: NFS numbers a mount per client, and the path fixes the filesystem anyway.)"""
     st = os.fstat(f.fileno())
-    return st.st_ino, st.st_dev, st.st_mtime_ns
+    return st.st_ino, st.st_mtime_ns
 
 
 def _remove_killed_builds(base: Path) -> None:
     """Delete the temporaries of builds whose process is gone (killed mid-build). Called with the
     build lock held; a live process's is left alone all the same (one that built without the lock)."""
     for tmp in base.parent.glob(f"{base.name}.npy.*.tmp"):
-        pid = tmp.name[len(base.name) + len(".npy."):-len(".tmp")]
+        pid, _, host = tmp.name[len(base.name) + len(".npy."):-len(".tmp")].partition("@")
+        if host not in ("", _HOST):  # another machine's, on a shared cache folder: its pid means nothing here
+            continue
         if pid.isdigit() and int(pid) != os.getpid() and not process_exists(int(pid)):
             tmp.unlink(missing_ok=True)
 
@@ -289,7 +296,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
 
     # pass 2: the ids, into a temporary file renamed into place when whole
     npy_path, meta_path = Path(f"{base}.npy"), Path(f"{base}.json")
-    tmp = Path(f"{base}.npy.{os.getpid()}.tmp")
+    tmp = Path(f"{base}.npy.{os.getpid()}@{_HOST}.tmp")  # whose: a later build removes it once that is gone
     handle: BinaryIO | None = None
     try:
         with _IdFile(tmp) as f:
@@ -309,7 +316,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
                 raise CorpusError(f"{name} changed while it was being read; try again")
             f.finish()  # on the disk when this returns
         handle = open(tmp, "rb")  # the file this process will read, whatever its name becomes
-        inode, device, mtime_ns = _identity(handle)  # (a rename keeps all three)
+        inode, mtime_ns = _identity(handle)  # (a rename keeps both)
         # the old metadata goes first: never a JSON beside an .npy it does not describe
         meta_path.unlink(missing_ok=True)
         os.replace(tmp, npy_path)
@@ -319,7 +326,7 @@ def _build(source: Path, base: Path, progress: Progress | None) -> TokenCache:
             "version": FORMAT_VERSION,
             "source": {"path": str(source.resolve()), "size": stamp.size, "mtime_ns": stamp.mtime_ns,
                        "inode": stamp.inode, "ctime_ns": stamp.ctime_ns, "edges_sha256": stamp.edges_sha256},
-            "ids": {"inode": inode, "device": device, "mtime_ns": mtime_ns},
+            "ids": {"inode": inode, "mtime_ns": mtime_ns},
             "vocab": "".join(tokenizer.chars),
             "dtype": dtype.str,
             "n_chars": n_chars,

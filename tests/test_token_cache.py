@@ -296,7 +296,8 @@ def test_a_rebuild_between_reading_the_metadata_and_opening_the_ids_is_caught(
 def test_no_build_removes_a_temporary_of_a_live_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         locked: bool) -> None:
     """A killed build's temporary goes; a live builder's stays (one that could not take the lock,
-    on a filesystem without locks). Without the lock, nothing is swept at all."""
+    on a filesystem without locks), and so does another machine's. Without the lock, nothing is
+    swept at all."""
     import subprocess
     import sys
 
@@ -310,6 +311,8 @@ def test_no_build_removes_a_temporary_of_a_live_process(tmp_path: Path, monkeypa
         building.write_bytes(b"another builder's, half written")
         killed = folder / f"{first.npy_path.stem}.npy.99999999.tmp"
         killed.write_bytes(b"a killed build's")
+        elsewhere = folder / f"{first.npy_path.stem}.npy.99999999@another-machine.tmp"  # a shared cache folder
+        elsewhere.write_bytes(b"another machine's build (its pid is not one of ours)")
         if not locked:
             def no_locks(*_args: object) -> None:
                 raise OSError(37, "No locks available")
@@ -318,6 +321,7 @@ def test_no_build_removes_a_temporary_of_a_live_process(tmp_path: Path, monkeypa
         assert rebuilt.build_s is not None
         assert building.read_bytes() == b"another builder's, half written"
         assert killed.exists() == (not locked)
+        assert elsewhere.exists()
     finally:
         alive.kill()
         alive.wait()
