@@ -58,7 +58,8 @@ class HeadlessPrinter:
     def drain(self, timeout: float = DRAIN_AT_END_S) -> bool:
         """Wait up to `timeout` seconds (for each stream) for the lines so far to be written.
         True if they were."""
-        return self.out.drain(timeout) and self.err.drain(timeout)
+        out, err = self.out.drain(timeout), self.err.drain(timeout)  # (both, whatever the first did)
+        return out and err
 
     def _on_run_started(self, e: ev.RunStarted) -> None:
         self.max_iters = e.max_iters

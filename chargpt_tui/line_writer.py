@@ -69,11 +69,12 @@ class LineWriter:
                 text += f"({dropped} log lines were dropped here: the output was not being read)\n"
             try:
                 self._write(text)
-            except (OSError, ValueError):  # a closed pipe, a dropped SSH connection: training matters more
-                pass
-            with self._changed:
-                self._writing = False
-                self._changed.notify_all()
+            except Exception:  # noqa: BLE001 - a closed pipe, a dropped SSH connection, no stdout at all:
+                pass  # the lines are lost, the thread lives on, and training matters more
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
 
     def _write(self, text: str) -> None:
         if self._fd is None:

@@ -66,7 +66,6 @@ def run_benchmark(
             trainer.train_step(it)
         _synchronize(device)
         step_s = (time.perf_counter() - start) / steps
-        trainer.step_timer.take()  # (the loop's own timing of these steps, unused here)
         tokens_per_s = train_config.batch_size * model_config.block_size / step_s
         peak, source = peak_flops(device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))
         result.update(

@@ -93,7 +93,12 @@ class ProcessGroup:
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, timeout=TIMEOUT, store=_attempt_store(), rank=rank,
                                     world_size=size)
-        control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend == "nccl" else None
+        control = None
+        if backend == "nccl":
+            try:
+                control = dist.new_group(backend="gloo", timeout=TIMEOUT)
+            except (RuntimeError, ValueError, dist.DistBackendError):  # gloo cannot reach the others here
+                control = None  # (GLOO_SOCKET_IFNAME may name the interface): the flags go over NCCL, synced
         return cls(rank, size, local, backend, control)
 
     @property
@@ -131,7 +136,10 @@ class ProcessGroup:
             asked[EVALUATE] = take(inbox.evaluate)
             asked[SAVE] = take(inbox.save)
             asked[FLUSH] = flush_due
-        flags = torch.tensor(asked, dtype=torch.uint8)  # on the CPU: gloo's, in either group
+        # on the CPU through gloo (the default group, or NCCL's side group); over NCCL itself only
+        # where no gloo group could be made
+        on = self.comm_device if self.backend == "nccl" and self.control_group is None else torch.device("cpu")
+        flags = torch.tensor(asked, dtype=torch.uint8, device=on)
         self._collective(dist.broadcast, flags, src=0, group=self.control_group)
         got = flags.tolist()
         _mirror(control.stop, got[STOP])

@@ -184,7 +184,9 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters in all; with non_embedding, without the token and position embeddings
-        (looked up, not multiplied: what FLOPs counts leave out, as nanoGPT's and PaLM's do)."""
+        (looked up, not multiplied: what FLOPs counts leave out, as PaLM's does. nanoGPT leaves
+        out only the position table, its token table being the output layer's weights too;
+        here the output layer has weights of its own, which are counted)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.token_embedding.weight.numel() + self.position_embedding.weight.numel()

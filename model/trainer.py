@@ -232,8 +232,9 @@ class Trainer:
         the model is made, and nothing changes the weights while it runs).
 
         For generating while training goes on. Resolves at the next step boundary (after the
-        evaluation in progress, if any), at the loop's end if that comes first, or at once when
-        the loop is not running: never left unanswered. A cancelled future is skipped.
+        evaluation in progress, if any, unless a pause holds it: then at once), at the loop's end
+        if that comes first, or at once when the loop is not running: never left unanswered. A
+        cancelled future is skipped.
         """
         future: _Snapshot = _Snapshot(encode)
         self.control.ask(lambda: self.control.snapshots.put(future), lambda: self._answer_snapshot(future))

@@ -97,3 +97,27 @@ def test_pauses_a_divergence_and_hints_are_logged() -> None:
     assert out.getvalue().splitlines() == [
         "paused at step 12", "resumed at step 12", "hint: --preset cpu is made for a CPU"]
     assert "training diverged: the loss became nan at step 30" in err.getvalue()
+
+
+def test_the_line_writer_lives_on_after_a_stream_that_failed() -> None:
+    """A stream that fails unexpectedly (stdout closed: sys.stdout is None) loses those lines,
+    not the writer: later lines are written, and waiting for them never takes its full time."""
+    from chargpt_tui.line_writer import LineWriter
+
+    class Flaky(io.StringIO):
+        failed = False
+
+        def write(self, text: str) -> int:
+            if not Flaky.failed:
+                Flaky.failed = True
+                raise AttributeError("'NoneType' object has no attribute 'write'")
+            return super().write(text)
+
+    stream = Flaky()
+    writer = LineWriter(stream)
+    writer.write_line("lost")
+    assert writer.drain(5)
+    writer.write_line("kept")
+    started = time.monotonic()
+    assert writer.drain(5) and time.monotonic() - started < 1
+    assert stream.getvalue() == "kept\n"

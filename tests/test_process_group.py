@@ -44,3 +44,20 @@ def test_under_gloo_the_controls_use_the_default_group(monkeypatch: pytest.Monke
     monkeypatch.setattr(dist, "new_group", lambda **kwargs: pytest.fail("no second group for gloo"))
     group = ProcessGroup.from_env("cpu")
     assert group is not None and group.backend == "gloo" and group.control_group is None
+
+
+def test_where_no_gloo_group_can_be_made_the_controls_go_over_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gloo picks an interface of its own on a cluster (GLOO_SOCKET_IFNAME): where it cannot reach
+    the others, the job still starts, with the flags over NCCL as before."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+
+    def no_gloo(**kwargs: object) -> None:
+        raise RuntimeError("Gloo connectFullMesh failed")
+
+    monkeypatch.setattr(dist, "new_group", no_gloo)
+    group = ProcessGroup.from_env("cuda")
+    assert group is not None and group.backend == "nccl" and group.control_group is None
