@@ -16,7 +16,6 @@ import itertools
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,7 +33,12 @@ if TYPE_CHECKING:  # PyTorch is loaded only to generate: a viewer starts without
 
 
 class AttachError(Exception):
-    """The run cannot be attached to. One line for the user, exit status 2."""
+    """The run cannot be attached to. One line for the user, exit status 2. `transient`: it may
+    work a moment later (the process is starting, or busy with its connections)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # ---- notices: what a link tells the dashboard ----------------------------------------------------
@@ -144,6 +148,7 @@ class RunClient(RunLink):
         self._ids = itertools.count(1)
         self._snapshots: dict[int, Future[GPT]] = {}
         self._closing = False
+        self._left = threading.Event()  # close(): the viewer is leaving; nothing attaches again
         self._notify: Notify | None = None
         self.connected = False
         self.ended = False  # the run's process said its training ended
@@ -155,7 +160,8 @@ class RunClient(RunLink):
         if not running:
             raise AttachError(f"{self.run_dir} is not running")
         if info is None:
-            raise AttachError(f"{self.run_dir} is starting (its process does not serve viewers yet); try again")
+            raise AttachError(f"{self.run_dir} is starting (its process does not serve viewers yet); try again",
+                              transient=True)
         if info.host != socket.gethostname():
             raise AttachError(f"{self.run_dir} is training on {info.host} (pid {info.pid}); attach from there")
         if info.protocol != protocol.PROTOCOL_VERSION:
@@ -172,7 +178,7 @@ class RunClient(RunLink):
                               "(only the user who started a run can attach)") from None
         except OSError as exc:
             raise AttachError(f"cannot reach the run's process {info.pid} at {info.socket} "
-                              f"({exc.strerror or exc})") from None
+                              f"({exc.strerror or exc})", transient=True) from None
         try:
             uid = peer_uid(sock)
         except OSError:
@@ -198,18 +204,22 @@ class RunClient(RunLink):
         less often each time, for as long as the lock is held."""
         assert self._notify is not None
         notify = self._notify
-        self.close()
+        self._disconnect()
         delay = first_delay_s
-        while True:
-            time.sleep(delay)
+        while not self._left.wait(delay):  # (close() ends the wait, and the trying)
             if not is_running(self.run_dir):
                 notify(NotRunning(summarize(self.run_dir).state))
                 return
             try:
                 self.start(notify)
-                return
-            except AttachError:
+            except AttachError as exc:
+                if not exc.transient:  # (another host, another protocol, not ours): trying again changes nothing
+                    raise
                 delay = min(max(2 * delay, 0.25), max_delay_s)
+                continue
+            if self._left.is_set():  # closed while it attached: leave again
+                self._disconnect()
+            return
 
     def _read(self) -> None:
         notify, f = self._notify, self._file
@@ -321,6 +331,11 @@ class RunClient(RunLink):
             return load_run_model(self.run_dir)  # the run ended meanwhile: its last checkpoint
 
     def close(self) -> None:
+        """The viewer leaves: the connection ends, and a reconnect under way gives up."""
+        self._left.set()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         self._closing = True
         self.connected = False
         sock, f = self._sock, self._file

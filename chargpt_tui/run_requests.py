@@ -70,10 +70,7 @@ class RunRequests:
         self._pending.add(op)
 
         def run() -> None:
-            try:
-                self._call_in_loop(self._pending.discard, op)
-            except RuntimeError:
-                pass
+            self._call_in_loop(self._pending.discard, op)
             work()
 
         self.controls.submit(run)

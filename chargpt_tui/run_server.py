@@ -7,25 +7,20 @@
     server.run_ended(...)                        # viewers learn how it ended
     server.close()
 
-The training loop never waits on a viewer, and nothing a client does can slow it much or grow
-its memory: everything a client can cause is bounded (README, "Viewers").
-- Events cross into the server's loop with call_soon_threadsafe and return at once. Each is
-  encoded once for every viewer; a late viewer's catch-up is encoded at most every few seconds
-  and shared (catch_up.py).
-- Connections are accepted at most ACCEPT_RATE a second (the rest wait in the kernel's queue; a
-  viewer's connect waits for its turn), and at most MAX_VIEWERS are attached: the next is told
-  so in one line and closed. Requests are limited per viewer (REQUEST_RATE); malformed ones and
-  those past the limit get an error reply, and a viewer that keeps it up is cut off.
-- Each viewer has a queue (viewer_queue.py): live frames within `budget_bytes`, its catch-up and
-  snapshots outside it but to be taken at a useful rate; a viewer whose socket takes nothing for
-  `stall_timeout_s`, that falls past its budget or takes bulk data too slowly, is cut off (it may
-  attach again, and is sent the history anew).
-- Requests (run_requests.py); snapshots of the weights: one payload at a time, shared (snapshots.py).
+The training loop never waits on a viewer, and what a client can cause is bounded (README,
+"Who can attach"): events cross into the server's loop with call_soon_threadsafe and are encoded
+once for all viewers, a late viewer's catch-up is shared (catch_up.py); connections are accepted
+at ACCEPT_RATE, MAX_VIEWERS at most; requests at REQUEST_RATE a viewer (run_requests.py); each
+viewer's queue keeps live frames within `budget_bytes` and streams bulk data outside it
+(viewer_queue.py); a viewer whose socket takes nothing for `stall_timeout_s`, that falls past its
+budget or takes bulk data too slowly is cut off (it may attach again, and is sent the history
+anew).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -58,6 +53,7 @@ MAX_BAD_REQUESTS = 10  # malformed requests, or requests past the rate limit, be
 MAX_VIEWERS = 16  # attached at once (each one's live budget is memory the run may have to hold)
 ACCEPT_RATE, ACCEPT_BURST = 10.0, 10  # connections a second
 REQUEST_RATE, REQUEST_BURST = 10.0, 20  # requests a second, per viewer
+CLOSE_GRACE_S = 1.0  # a viewer that is let go has this long to take what it was sent
 CHECK_INTERVAL_S = 0.5  # how often viewers' progress is looked at (a stall is cut off within this of its timeout)
 LISTEN_BACKLOG = 64
 
@@ -108,6 +104,8 @@ class RunServer:
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._arriving = 0  # connections accepted, not yet viewers (they count against the cap)
         self._ready = threading.Event()
         self._no_viewers = threading.Event()
         self._no_viewers.set()
@@ -147,9 +145,9 @@ class RunServer:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
-        self._accepting = loop.create_task(self._accept())
-        for work in (self._watch_viewers(), self._report_memory()):
-            loop.create_task(work)
+        self._accepting = self._task(self._accept())
+        self._task(self._watch_viewers())
+        self._task(self._report_memory())
         loop.call_soon(self._ready.set)
         loop.run_forever()
         tasks = asyncio.all_tasks(loop)
@@ -159,27 +157,30 @@ class RunServer:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
+    def _task(self, work: Any) -> asyncio.Task[Any]:
+        """A task of the server's loop, referred to until it is done (the loop keeps weak ones)."""
+        assert self._loop is not None
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _call_in_loop(self, callback: Any, *args: Any) -> None:
+        """From any thread: have the server's loop call it soon (nothing, once the loop is closed)."""
         loop = self._loop
-        if loop is None or loop.is_closed():
-            raise RuntimeError("the server's loop is closed")
-        loop.call_soon_threadsafe(callback, *args)
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # (closed meanwhile)
+                loop.call_soon_threadsafe(callback, *args)
 
     def __call__(self, event: ev.Event) -> None:
         """The trainer's listener (its thread): hand over and return at once."""
-        try:
-            self._call_in_loop(self._on_event, event, time.time())
-        except RuntimeError:  # the loop closed meanwhile
-            pass
+        self._call_in_loop(self._on_event, event, time.time())
 
     def run_ended(self, status: str, it: int, exit_code: int, summary: str, warning: str | None) -> None:
         """trainer.run() has returned: tell every viewer how, and each later one on arrival."""
         frame = {"type": "ended", "status": status, "iter": it, "exit_code": exit_code, "summary": summary,
                  "warning": warning}
-        try:
-            self._call_in_loop(self._end, frame)
-        except RuntimeError:
-            pass
+        self._call_in_loop(self._end, frame)
 
     def wait_for_viewers_to_leave(self, timeout: float | None = None) -> bool:
         return self._no_viewers.wait(timeout)
@@ -189,27 +190,22 @@ class RunServer:
         return len(self.viewers)
 
     def close(self, flush_s: float = 1.0) -> None:
-        """Say goodbye, stop serving, and remove the socket and server.json."""
+        """Let what is queued go (for flush_s), stop serving, remove the socket and server.json."""
         loop = self._loop
         if loop is not None and not loop.is_closed() and self._thread is not None:
-            done = asyncio.run_coroutine_threadsafe(self._shut_down(flush_s), loop)
-            try:
-                done.result(timeout=flush_s + 5)
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shut_down(flush_s), loop).result(timeout=flush_s + 5)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
         if self._listener is not None:
             self._listener.close()
         self.requests.close()  # (a save under way finishes before the lock is let go)
         for path in (self.socket_path, self.run_dir / "server.json"):
-            if path is None:
-                continue
-            try:
-                if path.name != "server.json" or _names_us(path):
+            # (server.json only while it names this process: a new one may have taken the run over)
+            if path is not None and (path.name != "server.json" or getattr(ServerInfo.read(self.run_dir), "pid",
+                                                                            None) == os.getpid()):
+                with contextlib.suppress(OSError):
                     path.unlink()
-            except OSError:
-                pass
 
     async def _shut_down(self, flush_s: float) -> None:
         if self._accepting is not None:
@@ -272,24 +268,27 @@ class RunServer:
                 await asyncio.sleep(0.05)  # out of file descriptors, say: try again soon
                 continue
             accepts.take()
-            if len(self.viewers) >= self.max_viewers:
+            if len(self.viewers) + self._arriving >= self.max_viewers:
                 self.refused += 1
                 _refuse_connection(conn, f"too many viewers are attached to this run ({self.max_viewers}); "
                                          "try again when one has left")
                 continue
-            loop.create_task(self._viewer_connected(conn))
+            self._arriving += 1
+            self._task(self._viewer_connected(conn))
 
     async def _viewer_connected(self, conn: socket.socket) -> None:
-        if self.check_peer and not same_user(conn):
-            _refuse_connection(conn, "this run belongs to another user")
-            return
-        if self.socket_buffer_bytes:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
         try:
+            if self.check_peer and not same_user(conn):
+                _refuse_connection(conn, "this run belongs to another user")
+                return
+            if self.socket_buffer_bytes:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
             reader, writer = await asyncio.open_unix_connection(sock=conn)
         except OSError:
             conn.close()
             return
+        finally:
+            self._arriving -= 1
         self._numbers += 1
         now = time.monotonic()
         viewer = Viewer(self._numbers, writer, ViewerQueue(self.budget_bytes), Progress(writer.transport, now),
@@ -307,7 +306,7 @@ class RunServer:
         viewer.queue.add_bulk(Bulk([*self.frames.for_new_viewer(), protocol.encode({"type": "live"})]))
         if self.ended is not None:
             self._send(viewer, self.ended)
-        writing = asyncio.get_running_loop().create_task(viewer.send_queued())
+        writing = self._task(viewer.send_queued())
         try:
             await self._read(viewer, reader)
             if viewer.leaving:
@@ -332,7 +331,10 @@ class RunServer:
             except asyncio.IncompleteReadError:
                 return  # the viewer left
             except asyncio.LimitOverrunError as exc:
-                await reader.read(exc.consumed)  # drop what came, up to the limit
+                try:
+                    await reader.read(exc.consumed)  # drop what came, up to the limit
+                except (ConnectionError, OSError):
+                    return
                 self._refuse(viewer, None, f"message too long (at most {protocol.MAX_REQUEST_BYTES} bytes)")
                 continue
             except (ConnectionError, OSError):
@@ -353,9 +355,10 @@ class RunServer:
     def _refuse(self, viewer: Viewer, request_id: int | None, error: str) -> None:
         viewer.bad_requests += 1
         if viewer.bad_requests > MAX_BAD_REQUESTS:
-            self._send(viewer, {"type": "bye", "reason": "too many malformed or excessive messages"})
-            self.cut_off += 1
             viewer.leaving = True
+            self._send(viewer, {"type": "bye", "reason": "too many malformed or excessive messages"})
+            if not viewer.closed:  # (a bye past the budget has cut it off, counted, already)
+                self.cut_off += 1
             return
         self._send(viewer, {"type": "error", "id": request_id, "error": error})
 
@@ -365,10 +368,12 @@ class RunServer:
         viewer.queue.release()
         if self.viewers.pop(viewer.number, None) is None:
             return
+        transport = viewer.writer.transport
         if abort:
-            viewer.writer.transport.abort()
-        else:
+            transport.abort()
+        else:  # what is written goes, if the viewer takes it soon: a close waits for that, unbounded
             viewer.writer.close()
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
         if not self.viewers:
             self._no_viewers.set()
 
@@ -376,7 +381,11 @@ class RunServer:
         while True:
             await asyncio.sleep(self.memory_interval_s)
             if self.viewers:
-                self._broadcast({"type": "memory", "memory": memory_usage(self.trainer.device)})
+                try:
+                    memory = memory_usage(self.trainer.device)
+                except Exception:  # noqa: BLE001 - a figure missed, not the server
+                    continue
+                self._broadcast({"type": "memory", "memory": memory})
 
 
 def _refuse_connection(conn: socket.socket, reason: str) -> None:
@@ -389,7 +398,3 @@ def _refuse_connection(conn: socket.socket, reason: str) -> None:
     finally:
         conn.close()
 
-
-def _names_us(server_json: Path) -> bool:
-    info = ServerInfo.read(server_json.parent)
-    return info is not None and info.pid == os.getpid()

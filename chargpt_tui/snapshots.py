@@ -2,15 +2,18 @@
 
 A snapshot is the model's state_dict as torch.save writes it (what a checkpoint holds of a
 model, so that the viewer loads it as one), encoded by the training loop at a step boundary
-straight from the live weights: no copy of the model is made for it. The payload is kept while
-any viewer is still being sent it, and every viewer that asks meanwhile is sent the same one (the
-weights of a moment ago); a new one is taken only once no viewer holds the last. However many
-viewers ask, the training process holds at most one payload: one model's worth of memory.
+straight from the live weights: no copy of the model is made for it (torch.save copies a GPU's
+tensors to the host one at a time as it writes them). The payload is kept while any viewer is
+still being sent it, and a viewer that asks meanwhile is sent the same one while it is at most
+SHARE_S old (the weights of a moment ago); past that it waits for the last holder to be done, and
+a new one is taken then. However many viewers ask, the training process holds at most one
+payload: one model's worth of memory.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -26,6 +29,7 @@ from model.trainer import Trainer
 # preset takes about 100 s on a slow 2-core CPU); under the viewer's own 120 s, so that the
 # viewer hears why rather than only that nothing came.
 SNAPSHOT_TIMEOUT_S = 100.0
+SHARE_S = 5.0  # how old a payload being sent may be and still be sent to one more viewer
 
 # deliver(waiter, payload or None, error or None): called in the server's loop for each waiter
 Deliver = Callable[[Any, memoryview | None, str | None], None]
@@ -38,25 +42,35 @@ class Snapshots:
         self.call_in_loop = call_in_loop  # loop.call_soon_threadsafe
         self.deliver = deliver
         self.payload: memoryview | None = None  # the payload being sent, while anyone holds it
+        self.payload_at = 0.0  # when it was taken (monotonic)
         self.holders = 0
         self.taken = 0  # payloads made (tests, diagnostics)
         self._waiters: list[Any] = []
 
     def ask(self, waiter: Any) -> None:
-        """In the server's loop: send `waiter` the weights (the payload being sent, else a new one)."""
-        if self.payload is not None:
+        """In the server's loop: send `waiter` the weights (the payload being sent, if recent; else
+        a new one, once nobody holds the last)."""
+        if self.payload is not None and time.monotonic() - self.payload_at <= SHARE_S:
             self.holders += 1
             self.deliver(waiter, self.payload, None)
             return
         self._waiters.append(waiter)
-        if len(self._waiters) == 1:
-            self.run_in.submit(self._take)
+        if len(self._waiters) == 1 and self.payload is None:
+            self._submit()
 
     def release(self) -> None:
         """In the server's loop: a holder has been sent the payload (or is gone)."""
         self.holders -= 1
         if self.holders <= 0:
             self.holders, self.payload = 0, None
+            if self._waiters:  # (asked while an older payload was still being sent)
+                self._submit()
+
+    def _submit(self) -> None:
+        try:
+            self.run_in.submit(self._take)
+        except RuntimeError:  # the server is closing: no more snapshots
+            self._answer(None, "the run's process is closing")
 
     def _take(self) -> None:
         """In the control thread: the weights, encoded at the loop's next step boundary."""
@@ -70,25 +84,20 @@ class Snapshots:
                                    f"{SNAPSHOT_TIMEOUT_S:.0f} s") from None
         except Exception as exc:  # reported to the viewers; training is not this thread's business
             payload, error = None, f"snapshot failed: {exc}"
-        try:
-            self.call_in_loop(self._answer, payload, error)
-        except RuntimeError:  # the loop is closed: nobody to tell
-            pass
+        self.call_in_loop(self._answer, payload, error)  # (nobody to tell once the loop is closed)
 
     def _answer(self, payload: memoryview | None, error: str | None) -> None:
         waiters, self._waiters = self._waiters, []
         if payload is not None:
             self.taken += 1
-            self.payload, self.holders = payload, len(waiters)
+            self.payload, self.payload_at, self.holders = payload, time.monotonic(), len(waiters)
         for waiter in waiters:
             self.deliver(waiter, payload, error)
-        if payload is not None and not waiters:
-            self.payload = None
 
     def _encode(self, model: GPT) -> memoryview:
         """In the training loop, at a step boundary: the live weights as a checkpoint holds them."""
         buffer = io.BytesIO()
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}  # (views on the CPU: no copy)
+        state = {k: v.detach() for k, v in model.state_dict().items()}  # (the viewer loads it onto the CPU)
         torch.save({"model_config": asdict(self.trainer.model_config), "train_config": asdict(self.trainer.config),
                     "vocab": "".join(self.trainer.corpus.tokenizer.chars), "model": state}, buffer)
         return buffer.getbuffer()  # the buffer itself, not a copy of it
