@@ -28,8 +28,7 @@ from model import events as ev
 from model.tokenizer import CharTokenizer
 
 from .format import duration, si
-from .run_link import (
-    STEERING_OPS,
+from .notices import (
     Attached,
     CaughtUp,
     ControlRequested,
@@ -40,8 +39,8 @@ from .run_link import (
     NotRunning,
     RequestRefused,
     RunEnded,
-    RunLink,
 )
+from .run_link import STEERING_OPS, RunLink
 from .screens import GenerateScreen, HelpScreen, QuitScreen
 from .widgets import DashboardFooter, DevicePanel, LossChart, ProgressPanel, SamplesPanel, StatusBar
 

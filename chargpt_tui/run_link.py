@@ -5,7 +5,7 @@ Two kinds of link, one interface, so that the dashboard is the same whoever trai
 - RunOnDisk: a run that is not running, read back from its directory; it steers nothing, and
   generates from its ckpt.pt.
 
-A link reports in notices (the dataclasses below), from a thread of its own, through the
+A link reports in notices (notices.py), from a thread of its own, through the
 callback given to start(); requests never block the caller on the training process.
 """
 
@@ -16,15 +16,25 @@ import itertools
 import os
 import socket
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from model import events as ev
-
 from . import protocol
+from .notices import (
+    Attached,
+    CaughtUp,
+    ControlRequested,
+    Disconnected,
+    EventReported,
+    MemoryReported,
+    Notice,
+    Notify,
+    NotRunning,
+    RequestRefused,
+    RunEnded,
+)
 from .runs import is_run_dir, load_journal_cache, load_run_model, read_config, read_journal, summarize
 from .runtime import ServerInfo, connect_unix, is_running, peer_uid, untrusted_socket_folder
 
@@ -39,71 +49,6 @@ class AttachError(Exception):
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
-
-
-# ---- notices: what a link tells the dashboard ----------------------------------------------------
-@dataclass(frozen=True)
-class Attached:
-    live: bool  # False: a run that is not running, read from disk
-    vocab: str
-    preset: str | None
-    peak_flops: float | None
-    paused: bool
-    pid: int | None = None
-    viewer: int | None = None
-
-
-@dataclass(frozen=True)
-class EventReported:
-    event: ev.Event
-    at: float  # wall-clock time it happened (0: not known)
-    replay: bool  # part of the catch-up after attaching
-
-
-@dataclass(frozen=True)
-class CaughtUp:
-    pass
-
-
-@dataclass(frozen=True)
-class ControlRequested:
-    op: str
-    by: int  # the viewer that asked
-
-
-@dataclass(frozen=True)
-class MemoryReported:
-    memory: dict[str, float]
-
-
-@dataclass(frozen=True)
-class RequestRefused:
-    error: str
-
-
-@dataclass(frozen=True)
-class RunEnded:
-    status: str  # finished, stopped, failed
-    iter: int
-    exit_code: int
-    summary: str
-    warning: str | None
-
-
-@dataclass(frozen=True)
-class NotRunning:
-    state: str  # finished, stopped, failed, crashed
-
-
-@dataclass(frozen=True)
-class Disconnected:
-    reason: str
-    still_running: bool  # the process lives (this viewer was cut off): attach again
-
-
-Notice = Attached | EventReported | CaughtUp | ControlRequested | MemoryReported | RequestRefused | RunEnded | \
-    NotRunning | Disconnected
-Notify = Callable[[Notice], None]
 
 
 # What a read-only view never sends (and, as the dashboard's actions of the same names, shows dimmed).

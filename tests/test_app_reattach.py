@@ -81,7 +81,8 @@ async def test_attaching_again_backs_off_while_cut_off_again_soon(tmp_path: Path
     """A viewer that is cut off again soon after it attached (it cannot keep up) waits twice as long
     each time before the next try, so that the run is not asked for its history every 0.5 s."""
     from chargpt_tui import app as app_module
-    from chargpt_tui.run_link import Disconnected, RunOnDisk
+    from chargpt_tui.notices import Disconnected
+    from chargpt_tui.run_link import RunOnDisk
 
     tried: list[float] = []
 
