@@ -35,7 +35,6 @@ class CatchUp:
         self._ring: deque[tuple[int, bytes]] = deque()  # (seq, live frame), the latest
         self._ring_bytes = 0
         self._encoded: tuple[int, float, bytes] | None = None  # (seq, monotonic time, the catch-up's frames)
-        self.encodings = 0  # how many times the catch-up was encoded (tests, diagnostics)
 
     def add(self, event: ev.Event, at: float) -> bytes:
         """The journal takes the event; returns its live frame, encoded once for every viewer."""
@@ -56,7 +55,6 @@ class CatchUp:
             frames = b"".join(protocol.encode(protocol.event_frame(event, at, replay=True))
                               for event, at in self.journal.catch_up())
             encoded = self._encoded = (self.seq, now, frames)
-            self.encodings += 1
         seq = encoded[0]
         return [encoded[2], *(frame for s, frame in self._ring if s > seq)]
 

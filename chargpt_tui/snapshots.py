@@ -44,7 +44,6 @@ class Snapshots:
         self.payload: memoryview | None = None  # the payload being sent, while anyone holds it
         self.payload_at = 0.0  # when it was taken (monotonic)
         self.holders = 0
-        self.taken = 0  # payloads made (tests, diagnostics)
         self._waiters: list[Any] = []
 
     def ask(self, waiter: Any) -> None:
@@ -89,7 +88,6 @@ class Snapshots:
     def _answer(self, payload: memoryview | None, error: str | None) -> None:
         waiters, self._waiters = self._waiters, []
         if payload is not None:
-            self.taken += 1
             self.payload, self.payload_at, self.holders = payload, time.monotonic(), len(waiters)
         for waiter in waiters:
             self.deliver(waiter, payload, error)

@@ -177,9 +177,10 @@ class Trainer:
         # rank 0's inbox, which every rank's control follows at the agreed points (_agree)
         self._asked = self.control if group is None else RunControl()
         self._flush_now = False
-        self._holding = False  # in _wait_while_paused: an evaluation asked for there runs through
         self._in_loop = False  # the loop runs (pauses hold it); outside it, requests are done at once
-        self._paused_since: float | None = None  # while held: when (paused time is not training time)
+        # while held in _wait_while_paused: since when (paused time is not training time; and an
+        # evaluation asked for there runs through)
+        self._paused_since: float | None = None
         self._eval_gen_before: torch.Tensor | None = None  # the evaluation generator's state as the current one began
         self._t0 = time.perf_counter()
         self._pending_iters: list[int] = []
@@ -434,7 +435,7 @@ class Trainer:
                     # a pause asked for during it holds it here, within a batch (an evaluation
                     # asked for while paused runs through: the person asked for it; and one done
                     # outside the loop, after the run, has no pause to hold for)
-                    if self._in_loop and self.control.pause.is_set() and not self._holding \
+                    if self._in_loop and self.control.pause.is_set() and self._paused_since is None \
                             and not self.control.stop.is_set():
                         self._wait_while_paused(it, evaluating=True)
                     if self.control.stop.is_set():
@@ -530,7 +531,6 @@ class Trainer:
         self._flush_steps()
         self._emit(ev.Paused(it, self._time_s()))
         self._paused_since = time.perf_counter()
-        self._holding = True
         try:
             while self.control.pause.is_set() and not self.control.stop.is_set():
                 if self.is_main:  # (the others wait for rank 0 in _agree)
@@ -539,11 +539,9 @@ class Trainer:
                 self._agree()
                 if not self._serve_requests(it, evaluated=evaluating):  # (none inside an evaluation)
                     break
-        finally:
-            self._holding = False
-        # time spent paused is not training time
-        self._t0 += time.perf_counter() - self._paused_since
-        self._paused_since = None
+        finally:  # time spent paused is not training time
+            self._t0 += time.perf_counter() - self._paused_since
+            self._paused_since = None
         if not self.control.stop.is_set():
             self._emit(ev.Resumed(it, self._time_s()))
 

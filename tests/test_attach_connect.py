@@ -11,6 +11,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,14 +47,27 @@ def fill_listen_queue(path: Path) -> list[socket.socket]:
     pytest.fail("the listen queue never filled")
 
 
-def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_path: Path) -> None:
-    path = runtime_dir() / f"test-{os.getpid()}-queue.sock"
+@contextmanager
+def busy_listener(name: str, backlog: int) -> Iterator[tuple[Path, socket.socket, list[socket.socket]]]:
+    """A socket in the runtime folder whose listen queue is full (nobody has accepted yet): its
+    path, the listening socket, and the connections waiting in its queue."""
+    path = runtime_dir() / f"test-{os.getpid()}-{name}.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
-    listener.listen(1)
+    listener.listen(backlog)
     waiting: list[socket.socket] = []
     try:
-        waiting = fill_listen_queue(path)
+        waiting.extend(fill_listen_queue(path))
+        yield path, listener, waiting
+    finally:
+        for s in waiting:
+            s.close()
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_path: Path) -> None:
+    with busy_listener("queue", 1) as (path, listener, waiting):
         lock = fake_run(tmp_path / "run", path)
         accepted = threading.Event()
 
@@ -71,30 +86,14 @@ def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_
         assert accepted.wait(10)
         client.close()
         lock.release()
-    finally:
-        for s in waiting:
-            s.close()
-        listener.close()
-        path.unlink(missing_ok=True)
 
 
 def test_attach_gives_up_on_a_queue_that_stays_full_with_one_line(tmp_path: Path) -> None:
-    path = runtime_dir() / f"test-{os.getpid()}-full.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(0)
-    waiting: list[socket.socket] = []
-    try:
-        waiting = fill_listen_queue(path)
+    with busy_listener("full", 0) as (path, _listener, _waiting):
         lock = fake_run(tmp_path / "run", path)
         with pytest.raises(AttachError, match="did not take the connection in 0.5 s"):
             RunClient(tmp_path / "run", connect_timeout_s=0.5).connect()
         lock.release()
-    finally:
-        for s in waiting:
-            s.close()
-        listener.close()
-        path.unlink(missing_ok=True)
 
 
 def test_a_socket_outside_a_private_folder_is_not_trusted(tmp_path: Path) -> None:
