@@ -130,7 +130,7 @@ class ChargptApp(App[int]):
             ev.SampleGenerated: self._on_SampleGenerated, ev.CheckpointSaved: self._on_CheckpointSaved,
             ev.CheckpointFailed: self._on_CheckpointFailed, ev.Paused: self._on_Paused, ev.Resumed: self._on_Resumed,
             ev.Warning: self._on_Warning, ev.Hint: self._on_Hint, ev.Finished: self._on_Finished,
-            ev.Failed: self._on_Failed, ev.Diverged: self._on_Diverged,
+            ev.Failed: self._on_Failed, ev.Diverged: self._on_Diverged, ev.ThreadsChanged: self._on_ThreadsChanged,
         }
 
     # ---- layout --------------------------------------------------------------------------------
@@ -278,7 +278,8 @@ class ChargptApp(App[int]):
         self._flops_per_token = e.flops_per_token
         self._processes = max(1, e.processes)
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
-        self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note)
+        self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note,
+                                     e.threads_reason)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
         self.progress.running = self.live
         if e.step_history:
@@ -378,6 +379,11 @@ class ChargptApp(App[int]):
         self._log(("warning:", "b yellow"), f" {e.message}", at=at)
         if not self._replaying:
             self.notify(e.message, severity="warning", timeout=8, markup=False)
+
+    def _on_ThreadsChanged(self, e: ev.ThreadsChanged, at: float) -> None:
+        self.device_panel.set_threads(e.threads, e.reason)
+        if not self._replaying:
+            self._log(f"step {e.iter}: {e.threads} threads now ({e.reason})", at=at)
 
     def _on_Hint(self, e: ev.Hint, at: float) -> None:
         self._log(("hint:", "b cyan"), f" {e.message}", at=at)

@@ -41,7 +41,7 @@ class HeadlessPrinter:
             ev.SampleGenerated: self._on_sample, ev.CheckpointSaved: self._on_checkpoint_saved,
             ev.CheckpointFailed: self._on_checkpoint_failed, ev.Paused: self._on_paused, ev.Resumed: self._on_resumed,
             ev.Warning: self._on_warning, ev.Hint: self._on_hint, ev.Finished: self._on_finished,
-            ev.Failed: self._on_failed, ev.Diverged: self._on_diverged,
+            ev.Failed: self._on_failed, ev.Diverged: self._on_diverged, ev.ThreadsChanged: self._on_threads,
         }
 
     # the evaluation's start and progress: its line comes when it is done
@@ -70,6 +70,8 @@ class HeadlessPrinter:
         )
         if e.dtype_reason:
             self._print(f"dtype {e.dtype}: {e.dtype_reason}")
+        if e.threads_reason:
+            self._print(f"threads {e.threads}: {e.threads_reason}")
         if e.out_dir:
             self._print(f"run directory: {e.out_dir}")
 
@@ -116,6 +118,9 @@ class HeadlessPrinter:
 
     def _on_diverged(self, e: ev.Diverged) -> None:
         self._print(f"warning: training diverged: {e.message}", err=True)
+
+    def _on_threads(self, e: ev.ThreadsChanged) -> None:
+        self._print(f"step {e.iter}: {e.threads} threads now ({e.reason})")
 
     def _on_hint(self, e: ev.Hint) -> None:
         self._print(f"hint: {e.message}")

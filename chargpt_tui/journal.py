@@ -33,6 +33,7 @@ class RunJournal:
         self.evals: list[tuple[int, float, float]] = []
         self.recent: deque[tuple[ev.Event, float]] = deque(maxlen=max_replayed)
         self.last_steps: ev.StepsDone | None = None
+        self.threads: ev.ThreadsChanged | None = None  # the latest change since the start
         self.iter = 0
         self.time_s = 0.0
         self.paused = False
@@ -49,6 +50,8 @@ class RunJournal:
             if len(self.evals) > MAX_EVALS:
                 half = len(self.evals) // 2
                 self.evals = self.evals[:half:2] + self.evals[half:]
+        elif isinstance(event, ev.ThreadsChanged):
+            self.threads = event
         elif isinstance(event, ev.Paused):
             self.paused = True
         elif isinstance(event, ev.Resumed):
@@ -72,6 +75,7 @@ class RunJournal:
             self.steps.truncate_after(event.iter)
             self.evals = [e for e in self.evals if e[0] <= event.iter]
         self.started = event
+        self.threads = None
         self.forget_end()
 
     def _replay_later(self, event: ev.Event, at: float) -> None:
@@ -101,6 +105,8 @@ class RunJournal:
             eval_history=tuple(self.evals), resumed=self.started.resumed,
         )
         out: list[tuple[ev.Event, float]] = [(start, at), *self.recent]
+        if self.threads is not None:  # the threads now, where they changed since the start
+            out.append((self.threads, at))
         if self.last_steps is not None:  # the latest throughput and learning rate, no points
             out.append((dataclasses.replace(self.last_steps, iter=self.iter, time_s=self.time_s, iters=(), losses=()),
                         at))

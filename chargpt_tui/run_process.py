@@ -105,7 +105,12 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
         "train": asdict(trainer.config),
         "preset": preset,
         # what --dtype (auto by default) chose on this machine, and why; the device's full name
-        "precision": {"dtype": trainer.dtype, "reason": trainer.precision.reason},
+        "precision": {"dtype": trainer.dtype, "reason": trainer.precision.reason,
+                      # auto on a CPU with native bfloat16: a step's time measured in each
+                      **({"probe": trainer.precision.probe} if trainer.precision.probe else {})},
+        # CPU threads at the start, and why (they follow the machine's load: metrics.jsonl)
+        "threads": {"count": trainer.threads.now, "reason": trainer.threads.reason,
+                    "adaptive": trainer.threads.adaptive},
         "device": {"type": trainer.device.type, "name": describe_device(trainer.device)},
         "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus),
                    "cache": str(corpus.cache.npy_path) if corpus.cache is not None else None},

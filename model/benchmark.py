@@ -47,9 +47,11 @@ def run_benchmark(
         "block_size": model_config.block_size,
         "dtype": trainer.dtype,
         "dtype_reason": trainer.precision.reason,
+        "dtype_probe": trainer.precision.probe,  # auto on a CPU with native bfloat16: what it measured
         "dropout": model_config.dropout,
         "device": describe_device(device),
         "threads": torch.get_num_threads(),
+        "threads_reason": trainer.threads.reason,
         "load_s": round(load_s, 3),
         "chars": len(corpus),
         "step_ms": None,

@@ -160,6 +160,12 @@ class ProcessGroup:
             raise DistributedError(f"rank {self.rank}: the processes start from different steps ({lowest} to "
                                    f"{highest}, this one {step}): they must all read the same checkpoint")
 
+    def from_main(self, values: list[float]) -> list[float]:
+        """Rank 0's values, in every rank (a measurement they must all act on alike)."""
+        shared = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
+        self._collective(dist.broadcast, shared, src=0)
+        return [float(v) for v in shared.tolist()]
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over the ranks of each value (a new tensor, where collectives run)."""
         out = values.detach().float().to(self.comm_device, copy=True)

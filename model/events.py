@@ -52,6 +52,7 @@ class RunStarted(Event):
     dtype_reason: str = ""
     dtype_note: str = ""
     processes: int = 1  # torchrun's world size: tokens_per_s is theirs together, MFU is per device
+    threads_reason: str = ""  # why `threads` ("2 cores free", "--threads"): model/cpu_threads.py
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,14 @@ class Resumed(Event):
 
 
 @dataclass(frozen=True)
+class ThreadsChanged(Event):
+    """The CPU threads training uses changed with the machine's load (model/cpu_threads.py)."""
+
+    threads: int
+    reason: str  # "1 of 2 cores busy", "2 cores free"
+
+
+@dataclass(frozen=True)
 class Warning(Event):  # noqa: A001 - an event name, in its own namespace
     message: str
 
@@ -162,6 +171,7 @@ _KINDS: dict[type, str] = {
     Paused: "pause",
     Resumed: "resume",
     Warning: "warning",
+    ThreadsChanged: "threads",
     Hint: "hint",
     Finished: "finished",
     Failed: "failed",

@@ -4,22 +4,33 @@
     with autocast(device, precision.dtype): ...     # the forward pass
     scaler = grad_scaler(device, precision.dtype)   # float16 only; None otherwise
 
-auto, the default, takes what is fastest where it is: bfloat16 where the device computes it
-natively (CUDA GPUs with bfloat16; CPUs with AVX512-BF16 or AMX), float16 with a gradient
-scaler on CUDA GPUs without bfloat16 (as nanoGPT does), float32 elsewhere. On a CPU without
-those instructions bfloat16 is emulated (each product converted to float32 and back) and slower
-than float32: asked for there, it runs, with a warning the Trainer emits once (`emulated`).
+auto, the default, takes what is fastest where it is: on a CUDA GPU bfloat16 where it has it,
+else float16 with a gradient scaler (as nanoGPT does); on a CPU that computes bfloat16 natively
+(AVX512-BF16 or AMX), bfloat16 only where a probe of this model's training step measured it at
+least BFLOAT16_MARGIN times faster than float32 (model/precision_probe.py: at small sizes it is
+not), else float32; float32 elsewhere. On a CPU without those instructions bfloat16 is emulated
+(each product converted to float32 and back) and slower than float32: asked for there, it runs,
+with a warning the Trainer emits once (`emulated`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .precision_probe import ProbeResult
+
+# bfloat16 must be this many times faster than float32 in the probe for auto to take it: float32
+# is exact, and two dtypes within the probe's noise of each other are a tie it wins.
+BFLOAT16_MARGIN = 1.1
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,6 +41,7 @@ class Precision:
     reason: str  # why, for people: the start line, config.json, bench's JSON, the messages
     short: str  # the same in a few words (14 characters at most), for the device panel
     emulated: bool = False  # bfloat16 on a CPU that emulates it: runs, slower than float32
+    probe: dict[str, Any] | None = None  # auto on a CPU with native bfloat16: what was measured (config.json)
 
     @property
     def warning(self) -> str | None:
@@ -40,8 +52,13 @@ class Precision:
         return None
 
 
-def choose_precision(requested: str, device: torch.device) -> Precision:
-    """What `--dtype requested` means on this device; ConfigError where it cannot run."""
+def choose_precision(requested: str, device: torch.device,
+                     probe: Callable[[], ProbeResult] | None = None) -> Precision:
+    """What `--dtype requested` means on this device; ConfigError where it cannot run.
+
+    probe: times this model's step in float32 and bfloat16 (model/precision_probe.py), called
+    only where auto has a choice to make (a CPU with native bfloat16). Without it, such a CPU
+    gets bfloat16 on the strength of its instructions alone (what validating a flag needs)."""
     kind = device.type
     if requested == "auto":
         if kind == "cuda":
@@ -50,8 +67,10 @@ def choose_precision(requested: str, device: torch.device) -> Precision:
             return Precision("float16", "auto: this GPU has no bfloat16; float16 with a gradient scaler",
                              "auto (+scaler)")
         if kind == "cpu" and cpu_has_native_bfloat16() and _cpu_bfloat16_works():
-            return Precision("bfloat16", "auto: this CPU computes bfloat16 natively (AVX512-BF16 or AMX)",
-                             "auto (native)")
+            if probe is None:
+                return Precision("bfloat16", "auto: this CPU computes bfloat16 natively (AVX512-BF16 or AMX)",
+                                 "auto (native)")
+            return _measured(probe())
         if kind == "cpu":
             return Precision("float32", "auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where "
                              "float32 is faster", "auto (no bf16)")
@@ -73,6 +92,18 @@ def choose_precision(requested: str, device: torch.device) -> Precision:
             raise ConfigError(f"--dtype float16: only on a CUDA GPU (this run is on {kind}); use --dtype auto")
         return Precision("float16", "asked for (--dtype float16), with a gradient scaler", "+ grad scaler")
     raise ConfigError(f"unknown dtype {requested!r} (choose from auto, float32, bfloat16, float16)")
+
+
+def _measured(result: ProbeResult) -> Precision:
+    """auto's choice on a CPU with native bfloat16, from what the probe measured."""
+    figures = (f"a step took {result.bfloat16_ms:.1f} ms in bfloat16, {result.float32_ms:.1f} ms in float32 "
+               f"({result.rows} sequences)")
+    speedup = result.speedup
+    if speedup >= BFLOAT16_MARGIN:
+        return Precision("bfloat16", f"auto: bfloat16 {speedup:.1f}x faster here ({figures})",
+                         f"auto: {speedup:.1f}x", probe=result.as_dict())
+    return Precision("float32", f"auto: float32, bfloat16 {speedup:.2f}x for these sizes ({figures})",
+                     f"bf16 {speedup:.2f}x", probe=result.as_dict())
 
 
 def check_dtype(requested: str, device: torch.device) -> None:

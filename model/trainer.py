@@ -38,6 +38,7 @@ from . import trainer_state
 from .checkpoint import save_checkpoint
 from .config import GPTConfig, TrainConfig
 from .control import Requests, RunControl, take
+from .cpu_threads import ThreadChoice
 from .data import Corpus
 from .device import choose_device, describe_device
 from .distributed import ProcessGroup, guarded, no_sync
@@ -46,6 +47,7 @@ from .gpt import GPT
 from .history import LossHistory
 from .optim import lr_at, make_optimizer
 from .precision import autocast, choose_precision, grad_scaler
+from .precision_probe import probe_run
 from .rundir import RunDir
 from .step_timer import StepTimer
 
@@ -121,11 +123,13 @@ class Trainer:
         self.device = choose_device(train_config.device)
         if group is not None:
             self.device = group.device(self.device)
+        # the CPU threads it trains with: as many as cores are free, looked at again as it runs
+        self.threads = ThreadChoice.start(train_config.threads, measure=self.device.type == "cpu")
         # --dtype auto (or the dtype asked for) on this device: what training runs in, and why
-        self.precision = choose_precision(train_config.dtype, self.device)
+        # (on a CPU with native bfloat16, auto measures both: model/precision_probe.py)
+        self.precision = choose_precision(train_config.dtype, self.device,
+                                          probe=lambda: probe_run(model_config, train_config, group))
         self.dtype = self.precision.dtype
-        if train_config.threads:
-            torch.set_num_threads(train_config.threads)
 
         torch.manual_seed(train_config.seed)  # model init and dropout
         self.model = GPT(model_config).to(self.device)
@@ -325,6 +329,8 @@ class Trainer:
                 self._wait_while_paused(it)
             if self.control.stop.is_set():
                 return self._stop_and_save()
+            if self.threads.check() is not None:  # the machine's load changed: so did the threads
+                self._emit(ev.ThreadsChanged(it, self._time_s(), self.threads.now, self.threads.reason))
             self.train_step(it)
             self.iter = it + 1
             self._due_done = False
@@ -653,7 +659,7 @@ class Trainer:
             flops_per_token(self.model_config, self.model.num_params(non_embedding=True)),
             asdict(self.model_config), asdict(self.config),
             self.step_history.pairs(), tuple(self.eval_history),
-            self.precision.reason, self.precision.short, world,
+            self.precision.reason, self.precision.short, world, self.threads.reason,
         )
 
     def _device_description(self) -> str:

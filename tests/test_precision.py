@@ -110,7 +110,7 @@ def test_float16_trains_with_a_gradient_scaler_kept_in_checkpoints(corpus: Corpu
     # float16 runs on CUDA only; its code path (autocast, scaled backward, unscale before
     # clipping, the scaler in checkpoints) is the same on the CPU, where this test can run it
     monkeypatch.setattr(trainer_module, "choose_precision",
-                        lambda requested, device: Precision("float16", "for the test", "+ grad scaler"))
+                        lambda requested, device, probe=None: Precision("float16", "for the test", "+ grad scaler"))
     model_config, train_config = tiny_configs(corpus, dtype="float16", max_iters=20, eval_interval=10, grad_clip=1.0)
     run_dir = RunDir(tmp_path / "run")
     run_dir.prepare()
@@ -148,7 +148,7 @@ def test_config_json_and_bench_say_what_was_chosen_and_why(tmp_path: Path) -> No
 def float16_trainer(corpus: Corpus, monkeypatch: pytest.MonkeyPatch, device: str = "cpu") -> Trainer:
     if device == "cpu":  # float16 is refused on the CPU; its code path is the same there
         monkeypatch.setattr(trainer_module, "choose_precision",
-                            lambda requested, device: Precision("float16", "for the test", "+ grad scaler"))
+                            lambda requested, device, probe=None: Precision("float16", "for the test", "+ grad scaler"))
     model_config, train_config = tiny_configs(corpus, dtype="float16", grad_clip=1.0, device=device)
     # no dropout: the reference gradient below must see the same network
     return Trainer(corpus, dataclasses.replace(model_config, dropout=0.0), train_config)

@@ -44,7 +44,8 @@ def test_every_event_crosses_the_wire_unchanged(corpus: Corpus, tmp_path: Path) 
              ev.Failed(5, 3.0, "boom"),
              ev.CheckpointFailed(5, 3.0, "/x/ckpt.pt", "No space left on device"),
              ev.Diverged(6, 4.0, "the loss became nan", "/x/ckpt.pt", 5),
-             ev.EvalDone(7, 5.0, float("nan"), float("inf"), 1.5, 2, False), ev.EvalProgress(7, 5.5, 3, 4)]
+             ev.EvalDone(7, 5.0, float("nan"), float("inf"), 1.5, 2, False), ev.EvalProgress(7, 5.5, 3, 4),
+             ev.ThreadsChanged(8, 6.0, 1, "1 of 2 cores busy")]
     assert {type(e) for e in seen} == set(ev.BY_KIND.values())  # every kind there is
     for event in seen:
         frame = protocol.decode(protocol.encode(protocol.event_frame(event, 123.0)))

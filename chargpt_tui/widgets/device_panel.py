@@ -19,6 +19,7 @@ class DevicePanel(Widget):
         self.dtype = ""
         self.dtype_note = ""  # why that dtype, in a few words ("auto (no bf16)")
         self.threads = 0
+        self.threads_reason = ""  # why that many ("1 of 2 cores busy", "--threads")
         self.torch_version = ""
         self.memory = ""
         self.tokens_per_s = 0.0
@@ -35,10 +36,15 @@ class DevicePanel(Widget):
             self._stale = False
             self.refresh()
 
-    def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str, dtype_note: str = "") -> None:
+    def set_device(self, device_name: str, dtype: str, threads: int, torch_version: str, dtype_note: str = "",
+                   threads_reason: str = "") -> None:
         """device_name: the full name; shown without the vendor noise, to fit."""
         self.device_name, self.dtype, self.dtype_note = short_device_name(device_name), dtype, dtype_note
-        self.threads, self.torch_version = threads, torch_version
+        self.threads, self.threads_reason, self.torch_version = threads, threads_reason, torch_version
+        self.refresh()
+
+    def set_threads(self, threads: int, reason: str) -> None:
+        self.threads, self.threads_reason = threads, reason
         self.refresh()
 
     def set_throughput(self, tokens_per_s: float, ms_per_step: float, lr: float, mfu: float | None) -> None:
@@ -61,8 +67,9 @@ class DevicePanel(Widget):
         return label_rows([
             ("device", self.device_name),
             ("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p)),
-            ("torch", f"{self.torch_version} · {self.threads} threads" if self.torch_version else ""),
+            ("torch", self.torch_version),
+            ("threads", " · ".join(p for p in (str(self.threads) if self.threads else "", self.threads_reason) if p)),
             ("memory", self.memory),
             ("speed", speed),
             ("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu),
-        ], label_width=6)
+        ], label_width=7)
