@@ -113,6 +113,7 @@ class ChargptApp(App[int]):
         self._peak_flops: float | None = None
         self._flops_per_token = 0.0
         self._processes = 1  # of a torchrun job: the peak is one device's, the throughput all of theirs
+        self._eval_iters = 1  # batches of each split in an evaluation, as the run is set
         self._eval_started_s = 0.0
         self._evaluating = False  # between an EvalStarted and its EvalDone
         self._paused_at = ""  # where the loop holds, for the status line while paused
@@ -277,6 +278,7 @@ class ChargptApp(App[int]):
             self.state = "training"
         self._flops_per_token = e.flops_per_token
         self._processes = max(1, e.processes)
+        self._eval_iters = max(1, int(e.train_config.get("eval_iters", 1) or 1))
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note,
                                      e.threads_reason)
@@ -316,10 +318,13 @@ class ChargptApp(App[int]):
         self._evaluating = False
         if not self._replaying:  # a late viewer's chart has these from the start event's history
             self.chart.add_eval(e.iter, e.train_loss, e.val_loss)
-            self.progress.eval_finished(e.time_s - self._eval_started_s)
+            # (the one at step 0 takes fewer batches: the later ones are estimated at full length)
+            batches = e.batches or self._eval_iters
+            self.progress.eval_finished((e.time_s - self._eval_started_s) * self._eval_iters / max(1, batches))
             self.progress.set_elapsed(e.time_s)
         best = " (best)" if e.is_best else ""
-        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}", (best, "b green"), at=at)
+        first = f" ({e.batches} batches: a first look)" if 0 < e.batches < self._eval_iters else ""
+        self._log(f"step {e.iter}: train {e.train_loss:.4f}, val {e.val_loss:.4f}{first}", (best, "b green"), at=at)
         if not self._replaying:
             self._set_busy(None)
 

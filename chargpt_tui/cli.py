@@ -118,9 +118,10 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("text", nargs="?", metavar="TEXT",
                    help="UTF-8 text file to train on (default: the Python standard library's sources)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="hyperparameter recipe (default: seed)")
-    _add_model_flags(p.add_argument_group("model (defaults: the seed's)"))
-    t = p.add_argument_group("training")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="hyperparameter recipe (default: cpu on a machine without a GPU, else seed)")
+    _add_model_flags(p.add_argument_group("model (default: the preset's; the seed's in brackets)"))
+    t = p.add_argument_group("training (default: the preset's; the seed's in brackets)")
     t.add_argument("--batch-size", type=positive_int,
                    help="sequences per step, over all processes of a torchrun job (64)")
     t.add_argument("--grad-accum", type=positive_int,
@@ -299,7 +300,9 @@ def prepare_training(
             )
     else:
         corpus = _load_corpus(args.text, None, None, args.cache_dir)
-        model_config, train_config = build_configs(args.preset or "seed", overrides, corpus.tokenizer.vocab_size)
+        if args.preset is None:  # the one made for this machine (said on stderr, kept in config.json)
+            args.preset = _default_preset(args.device)
+        model_config, train_config = build_configs(args.preset, overrides, corpus.tokenizer.vocab_size)
     corpus.check_block_size(model_config.block_size)
     from model.device import choose_device
     from model.precision import check_dtype
@@ -315,6 +318,13 @@ def prepare_training(
     if create_run_dir:
         run_dir.prepare()
     return corpus, model_config, train_config, run_dir, resume_state
+
+
+def _default_preset(device: str | None) -> str:
+    from model.config import default_preset
+    from model.device import choose_device
+
+    return default_preset(choose_device(device or "auto").type)
 
 
 def _load_corpus(text: str | None, tokenizer: CharTokenizer | None, resume_state: dict[str, Any] | None,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from model import events as ev
+from model.config import PRESETS, default_preset, preset_note
 
 from .format import count, duration, si
 from .line_writer import LineWriter
@@ -22,12 +23,15 @@ DRAIN_AT_END_S = 2.0
 
 class HeadlessPrinter:
     def __init__(
-        self, out: TextIO | None = None, err: TextIO | None = None, progress_interval_s: float = 30.0
+        self, out: TextIO | None = None, err: TextIO | None = None, progress_interval_s: float = 30.0,
+        preset: str | None = None,
     ) -> None:
+        self.preset = preset  # the run's preset, said under the start line with why
         self.out = LineWriter(out or sys.stdout)
         self.err = LineWriter(err or sys.stderr)
         self.progress_interval_s = progress_interval_s
         self.max_iters = 0
+        self.eval_iters = 0
         self._last_progress = time.monotonic()
         self._tokens = 0.0  # since the last evaluation line
         self._step_s = 0.0
@@ -63,11 +67,18 @@ class HeadlessPrinter:
 
     def _on_run_started(self, e: ev.RunStarted) -> None:
         self.max_iters = e.max_iters
+        self.eval_iters = int(e.train_config.get("eval_iters", 0) or 0)
         verb = f"resuming at step {e.iter}" if e.resumed else "training"
         self._print(
             f"{verb} on {e.corpus}: {count(e.n_chars)} characters, vocabulary {e.vocab_size}; "
-            f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, {e.threads} threads"
+            f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, "
+            f"{e.threads} thread{'s' if e.threads != 1 else ''}"
         )
+        if self.preset in PRESETS and not e.resumed:
+            line = f"preset {self.preset} ({preset_note(self.preset, e.device)})"
+            if self.preset == default_preset(e.device) and self.preset != "seed":
+                line += f": {PRESETS[self.preset].description}; --preset seed for the seed's settings"
+            self._print(line)
         if e.dtype_reason:
             self._print(f"dtype {e.dtype}: {e.dtype_reason}")
         if e.threads_reason:
@@ -93,6 +104,8 @@ class HeadlessPrinter:
 
     def _on_eval_done(self, e: ev.EvalDone) -> None:
         line = f"step {e.iter}: train loss {e.train_loss:.4f}, val loss {e.val_loss:.4f}"
+        if 0 < e.batches < self.eval_iters:  # step 0's, bounded (model/trainer.py: eval_batches)
+            line += f" ({e.batches} batches: a first look)"
         if self._step_s > 0:
             line += f" | {si(self._tokens / self._step_s)} tokens/s, {self._ms_per_step:.1f} ms/step"
         line += f" | {duration(e.time_s)}"

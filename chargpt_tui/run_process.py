@@ -84,7 +84,7 @@ def train_here(
             _open_viewer(run_dir.path)
         try:
             return run_headless(trainer, server, on_hangup=on_hangup, linger=spawned or viewer_on_terminal,
-                                one_interrupt=group is not None)
+                                one_interrupt=group is not None, preset=preset)
         finally:
             if server is not None:
                 server.close()
@@ -143,13 +143,13 @@ def _start_server(trainer: Trainer, run_dir: Path, lock: RunLock, preset: str | 
 
 
 def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach", linger: bool = False,
-                 one_interrupt: bool = False) -> int:
+                 one_interrupt: bool = False, preset: str | None = None) -> int:
     """Train with plain log lines; SIGINT and SIGTERM stop with a checkpoint; SIGHUP too with
     on_hangup="stop", else the run goes on and its lines go to <run>/train.log. A second Ctrl-C
     ends at once, unless one_interrupt (torchrun passes on the Ctrl-C its workers had already)."""
     from .headless import HeadlessPrinter
 
-    trainer.add_listener(HeadlessPrinter())
+    trainer.add_listener(HeadlessPrinter(preset=preset))
     caught: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:

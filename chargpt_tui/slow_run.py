@@ -33,7 +33,8 @@ class SlowRunHint:
         self._steps = 0
         self._step_s = 0.0
         self._eval_started: float | None = None
-        self._eval_s: float | None = None
+        self._eval_s: float | None = None  # an evaluation's time at eval_iters batches
+        self._eval_batches = 1  # of each split, in the evaluation that started last
         self._estimated = False  # from the first evaluation, before any step
 
     def __call__(self, event: ev.Event) -> None:
@@ -41,8 +42,10 @@ class SlowRunHint:
             return
         if isinstance(event, ev.EvalStarted):
             self._eval_started = event.time_s
+            self._eval_batches = max(1, event.eval_iters)
         elif isinstance(event, ev.EvalDone) and self._eval_started is not None:
-            self._eval_s = event.time_s - self._eval_started
+            # (the one at step 0 may take fewer batches than the later ones)
+            self._eval_s = (event.time_s - self._eval_started) * self.trainer.config.eval_iters / self._eval_batches
         elif isinstance(event, ev.EvalProgress) and self._steps == 0 and self._eval_started is not None:
             # The first evaluation comes before any step (at the seed's settings on a slow CPU, it
             # alone takes minutes): estimate from its batches, a step being about three of them
@@ -52,7 +55,8 @@ class SlowRunHint:
                 self._estimated = True  # once from the evaluation; the steps' own time is better, later
                 batch_s = spent / event.done
                 self.done = self._maybe_hint(event.iter, event.time_s + (event.total - event.done) * batch_s,
-                                             3 * batch_s, batch_s * event.total, "estimated from its first evaluation")
+                                             3 * batch_s, batch_s * 2 * self.trainer.config.eval_iters,
+                                             "estimated from its first evaluation")
         elif isinstance(event, ev.StepsDone):
             self._steps += len(event.iters)
             self._step_s += event.ms_per_step * len(event.iters) / 1000.0

@@ -150,6 +150,22 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+def default_preset(device_type: str) -> str:
+    """The preset of a run started without --preset: `cpu` on a machine without a GPU (at the
+    seed's settings a 2-core CPU takes over an hour, and minutes before its first step), the
+    seed's elsewhere."""
+    return "cpu" if device_type == "cpu" else "seed"
+
+
+def preset_note(preset: str | None, device_type: str) -> str:
+    """A few words on why a run has this preset, for the device panel."""
+    if preset is None or preset not in PRESETS:
+        return "from the checkpoint" if preset == "resumed" else ""
+    if preset == default_preset(device_type):
+        return f"the {device_type.upper() if device_type != 'cuda' else 'GPU'} default"
+    return "asked for"
+
+
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(GPTConfig))
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 

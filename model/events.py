@@ -84,6 +84,7 @@ class EvalDone(Event):
     best_val_loss: float
     best_iter: int
     is_best: bool
+    batches: int = 0  # of each split it took: eval_iters, fewer at step 0 (0: not said)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ Listener = Callable[[ev.Event], None]
 
 # A slow run shows one sample after this much training, when its first scheduled one is further off.
 EARLY_SAMPLE_AFTER_S = 60.0
+# Batches of each split in the evaluation at step 0 at most (Trainer.eval_batches).
+FIRST_EVAL_BATCHES = 10
 
 
 class TrainingDiverged(RuntimeError):
@@ -420,12 +422,20 @@ class Trainer:
         self._emit(ev.Diverged(self.iter, self._time_s(), self.diverged, str(kept) if kept else None,
                                self._last_saved_iter))
 
+    def eval_batches(self, it: int) -> int:
+        """Batches of each split an evaluation at `it` takes: eval_iters, but at most
+        FIRST_EVAL_BATCHES at step 0, where the model is untrained and its loss is about ln(vocab)
+        whatever the batches (at the seed's settings on a 2-core CPU, 200 batches a split held an
+        empty screen for 100 s)."""
+        return min(self.config.eval_iters, FIRST_EVAL_BATCHES) if it == 0 else self.config.eval_iters
+
     @torch.no_grad()
     def estimate_loss(self, it: int) -> dict[str, float]:
-        """Mean loss over eval_iters random batches of each split, in eval mode (the seed's)."""
+        """Mean loss over eval_batches(it) random batches of each split, in eval mode (the seed's)."""
         cfg = self.config
-        total = 2 * cfg.eval_iters
-        self._emit(ev.EvalStarted(it, self._time_s(), cfg.eval_iters))
+        batches = self.eval_batches(it)
+        total = 2 * batches
+        self._emit(ev.EvalStarted(it, self._time_s(), batches))
         self.model.eval()
         last_report = time.perf_counter()
         out: dict[str, float] = {}
@@ -435,8 +445,8 @@ class Trainer:
         self._eval_gen_before = eval_gen_state  # what a save while it is held saves (trainer_state.state_of)
         try:
             for s, split in enumerate(("train", "val")):
-                losses = torch.zeros(cfg.eval_iters)
-                for k in range(cfg.eval_iters):
+                losses = torch.zeros(batches)
+                for k in range(batches):
                     self._agree()  # several processes: a stop abandons the evaluation in all of them
                     # a pause asked for during it holds it here, within a batch (an evaluation
                     # asked for while paused runs through: the person asked for it; and one done
@@ -457,7 +467,7 @@ class Trainer:
                     now = time.perf_counter()
                     if now - last_report >= self.event_interval_s:
                         last_report = now
-                        self._emit(ev.EvalProgress(it, self._time_s(), s * cfg.eval_iters + k + 1, total))
+                        self._emit(ev.EvalProgress(it, self._time_s(), s * batches + k + 1, total))
                 if self._live_group is not None:
                     losses = self._live_group.mean(losses)
                 out[split] = losses.mean().item()
@@ -481,7 +491,8 @@ class Trainer:
         if is_best:
             self.best_val_loss, self.best_iter = val_loss, it
         self.eval_history.append((it, train_loss, val_loss))
-        self._emit(ev.EvalDone(it, self._time_s(), train_loss, val_loss, self.best_val_loss, self.best_iter, is_best))
+        self._emit(ev.EvalDone(it, self._time_s(), train_loss, val_loss, self.best_val_loss, self.best_iter, is_best,
+                               self.eval_batches(it)))
         return is_best
 
     def _requested_evaluation(self, it: int) -> bool:

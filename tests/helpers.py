@@ -128,7 +128,8 @@ def one_of_each_kind() -> list[ev.Event]:
         ev.EvalDone(5, 1.3, 3.0, 3.05, 3.05, 5, True), ev.SampleGenerated(5, 1.4, "to be or not"),
         ev.CheckpointSaved(5, 1.5, "/runs/x/ckpt.pt", "request", False),
         ev.CheckpointFailed(6, 1.6, "/runs/x/ckpt.pt", "No space left on device"),
-        ev.Paused(6, 1.7), ev.Resumed(6, 2.0), ev.ThreadsChanged(6, 2.05, 1, "1 of 2 cores busy"), ev.Warning(7, 2.1, "careful"), ev.Hint(7, 2.2, "try --preset cpu"),
+        ev.Paused(6, 1.7), ev.Resumed(6, 2.0), ev.ThreadsChanged(6, 2.05, 1, "1 of 2 cores busy"),
+        ev.Warning(7, 2.1, "careful"), ev.Hint(7, 2.2, "try --preset cpu"),
         ev.Diverged(8, 2.3, "the loss became nan at step 8", "/runs/x/ckpt.pt", 5),
         ev.Finished(10, 3.0, 3.05, 5, False), ev.Failed(10, 3.0, "boom"),
     ]

@@ -335,7 +335,12 @@ async def test_layout_fits(dashboard: Dashboard, size: tuple[int, int]) -> None:
         await pilot.pause()
         lines = [strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size))]
         assert panel.region.height == height
-        assert any(line.rstrip(" │").endswith("…") and "device An Imaginary" in line for line in lines), lines
+        assert any(line.rstrip(" │").endswith("…") and "device  An Imaginary" in line for line in lines), lines
+        # the threads, and why that many (model/cpu_threads.py), as they change
+        panel.set_threads(1, "1 of 2 cores busy")
+        await pilot.pause()
+        shown = "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size)))
+        assert "threads 1 · 1 of 2 cores busy" in shown and panel.region.height == height, shown
 
 
 async def test_an_error_in_the_training_loop_is_shown_and_the_app_stays_open(dashboard: Dashboard,

@@ -16,7 +16,7 @@ from model.checkpoint import load_checkpoint
 from model.data import Corpus
 from model.optim import lr_at
 from model.rundir import RunDir
-from model.trainer import Trainer
+from model.trainer import FIRST_EVAL_BATCHES, Trainer
 
 
 def collect(trainer: Trainer) -> list[ev.Event]:
@@ -246,7 +246,7 @@ def test_a_pause_during_an_evaluation_holds_it_within_a_batch_and_it_goes_on_aft
     kinds = [type(e) for e in seen]
     assert kinds.index(ev.Paused) < kinds.index(ev.Resumed) < kinds.index(ev.EvalDone)
     after = [e.done for e in seen[kinds.index(ev.Resumed):kinds.index(ev.EvalDone)] if isinstance(e, ev.EvalProgress)]
-    assert after[0] == 6 and after[-1] == 100  # from where it stopped
+    assert after[0] == 6 and after[-1] == 2 * FIRST_EVAL_BATCHES  # from where it stopped (step 0's: 10 a split)
     evals = [e for e in seen if isinstance(e, ev.EvalDone)]
     assert evals[0].iter == 0 and evals[0].val_loss == uninterrupted[0].val_loss
     assert evals[0].train_loss == uninterrupted[0].train_loss
