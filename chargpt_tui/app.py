@@ -280,6 +280,7 @@ class ChargptApp(App[int]):
         self._processes = max(1, e.processes)
         self._eval_iters = max(1, int(e.train_config.get("eval_iters", 1) or 1))
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
+        self.status.set_step(e.iter, e.max_iters)
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note,
                                      e.threads_reason)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)
@@ -299,6 +300,7 @@ class ChargptApp(App[int]):
     def _on_StepsDone(self, e: ev.StepsDone, at: float) -> None:
         self.chart.add_steps(e.iters, e.losses)
         self.progress.add_steps(e.iter, len(e.iters), e.ms_per_step, e.time_s)
+        self.status.set_step(e.iter, self.progress.max_iters)
         mfu = None
         if self._peak_flops:
             mfu = self._flops_per_token * e.tokens_per_s / (self._peak_flops * self._processes)  # per device
