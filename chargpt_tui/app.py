@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import RichLog
 
 from model import events as ev
+from model.config import preset_note
 from model.tokenizer import CharTokenizer
 
 from .format import duration, si
@@ -281,6 +282,7 @@ class ChargptApp(App[int]):
         self._eval_iters = max(1, int(e.train_config.get("eval_iters", 1) or 1))
         self.status.set_run(_short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
         self.status.set_step(e.iter, e.max_iters)
+        self.device_panel.set_preset(self.preset or "custom", preset_note(self.preset, e.device))
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note,
                                      e.threads_reason)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)

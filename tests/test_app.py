@@ -341,6 +341,10 @@ async def test_layout_fits(dashboard: Dashboard, size: tuple[int, int]) -> None:
         await pilot.pause()
         shown = "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size)))
         assert "threads 1 · 1 of 2 cores busy" in shown and panel.region.height == height, shown
+        panel.set_preset("cpu", "the CPU default")  # a run started without --preset on a CPU
+        await pilot.pause()
+        shown = "\n".join(strip.text for strip in panel.render_lines(Region(0, 0, *panel.region.size)))
+        assert "preset  cpu · the CPU default" in shown and panel.region.height == height, shown
 
 
 async def test_an_error_in_the_training_loop_is_shown_and_the_app_stays_open(dashboard: Dashboard,

@@ -20,6 +20,7 @@ class DevicePanel(Widget):
         self.dtype_note = ""  # why that dtype, in a few words ("auto (no bf16)")
         self.threads = 0
         self.threads_reason = ""  # why that many ("1 of 2 cores busy", "--threads")
+        self.preset = ""  # the run's preset and why ("cpu · the CPU default")
         self.torch_version = ""
         self.memory = ""
         self.tokens_per_s = 0.0
@@ -41,6 +42,11 @@ class DevicePanel(Widget):
         """device_name: the full name; shown without the vendor noise, to fit."""
         self.device_name, self.dtype, self.dtype_note = short_device_name(device_name), dtype, dtype_note
         self.threads, self.threads_reason, self.torch_version = threads, threads_reason, torch_version
+        self.border_title = f"device · torch {torch_version}" if torch_version else "device"
+        self.refresh()
+
+    def set_preset(self, preset: str, note: str) -> None:
+        self.preset = " · ".join(p for p in (preset, note) if p)
         self.refresh()
 
     def set_threads(self, threads: int, reason: str) -> None:
@@ -66,8 +72,8 @@ class DevicePanel(Widget):
         mfu = self._mfu_text()
         return label_rows([
             ("device", self.device_name),
+            ("preset", self.preset),
             ("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p)),
-            ("torch", self.torch_version),
             ("threads", " · ".join(p for p in (str(self.threads) if self.threads else "", self.threads_reason) if p)),
             ("memory", self.memory),
             ("speed", speed),
