@@ -300,7 +300,7 @@ def prepare_training(
             )
     else:
         corpus = _load_corpus(args.text, None, None, args.cache_dir)
-        if args.preset is None:  # the one made for this machine (said on stderr, kept in config.json)
+        if args.preset is None:  # the one made for this machine (said under the start line, kept in config.json)
             args.preset = _default_preset(args.device)
         model_config, train_config = build_configs(args.preset, overrides, corpus.tokenizer.vocab_size)
     corpus.check_block_size(model_config.block_size)

@@ -43,6 +43,11 @@ def tune_malloc() -> bool:
     gives memory back even sooner. Measured here at the seed's settings: steps 20% faster in the
     main thread and 30% faster in a worker thread. Peak memory is what the step needs either way;
     the process just keeps it between steps. Returns False where this is not glibc (a no-op).
+
+    One arena has a cost too: at the `cpu` preset's sizes a bfloat16 step (whose weight casts
+    allocate in every thread) took 1.8x as long as a float32 one with it, and about as long
+    without (AMD EPYC with AVX512-BF16, 2026-12-06). --dtype auto's probe steps under these
+    settings, so it chooses for the process as it runs (model/precision_probe.py).
     """
     if platform.system() != "Linux":
         return False

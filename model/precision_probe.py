@@ -31,14 +31,15 @@ import torch
 from .config import GPTConfig, TrainConfig
 from .gpt import GPT
 from .optim import make_optimizer
-from .precision import autocast
+from .precision import BFLOAT16_MARGIN, autocast
 
 if TYPE_CHECKING:
     from .distributed import ProcessGroup
 
 BUDGET_S = 1.5  # the probe's time at most, about (its first steps are not counted against it)
 STEP_TARGET_S = 0.25  # a probed step takes about this long at most: fewer rows than the run's if needed
-MIN_ROUNDS, MAX_ROUNDS = 2, 8
+MIN_ROUNDS, MAX_ROUNDS = 2, 8  # rounds of a step in each dtype: at least, and at most within BUDGET_S
+CLEAR_BY = 1.25  # after MIN_ROUNDS, a speedup this far either side of auto's margin ends the probe
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,17 @@ def probe_step_times(model_config: GPTConfig, train_config: TrainConfig, rows: i
         step("float32", xb, yb), step("bfloat16", xb, yb)  # once at that size, untimed
         best = {"float32": float("inf"), "bfloat16": float("inf")}
         start, rounds = clock(), 0
-        while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and clock() - start < budget_s):
+        while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and clock() - start < budget_s
+                                      and not _clear(best["float32"] / best["bfloat16"])):
             for dtype in ("float32", "bfloat16") if rounds % 2 == 0 else ("bfloat16", "float32"):
                 best[dtype] = min(best[dtype], step(dtype, xb, yb))
             rounds += 1
     return ProbeResult(1000 * best["float32"], 1000 * best["bfloat16"], n)
+
+
+def _clear(speedup: float) -> bool:
+    """Whether the rounds so far leave no doubt about auto's choice (more would not change it)."""
+    return not BFLOAT16_MARGIN / CLEAR_BY < speedup < BFLOAT16_MARGIN * CLEAR_BY
 
 
 def probe_run(model_config: GPTConfig, train_config: TrainConfig, group: ProcessGroup | None = None) -> ProbeResult:
