@@ -76,10 +76,11 @@ def threads_for(free: float, most: int) -> int:
     return max(1, min(most, int(free + (1 - FREE_BELOW))))
 
 
-def describe(threads: int, cores: int) -> str:
-    busy = cores - threads
+def describe(free: float, cores: int) -> str:
+    """What the machine's load was, for people: "2 cores free", "1 of 2 cores busy"."""
+    busy = cores - threads_for(free, cores)
     if busy <= 0:
-        return f"{cores} cores free" if cores > 1 else "1 core"
+        return f"{cores} cores free" if cores > 1 else "1 core, free"
     return f"{busy} of {cores} cores busy"
 
 
@@ -132,7 +133,7 @@ class ThreadChoice:
             return
         free = free_cores(self.cores, first, self._last)
         self.now = threads_for(free, self.most)
-        self.reason = describe(self.now, self.cores)
+        self.reason = describe(free, self.cores)
         self._next_check = self._clock() + CHECK_S
 
     def check(self) -> int | None:
@@ -154,6 +155,6 @@ class ThreadChoice:
             self._proposed = wanted
             return None
         self._proposed = None
-        self.now, self.reason = wanted, describe(wanted, self.cores)
+        self.now, self.reason = wanted, describe(free, self.cores)
         self._set(wanted)
         return wanted

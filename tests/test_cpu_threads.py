@@ -168,3 +168,17 @@ def test_a_late_viewer_is_told_the_threads_now() -> None:
     assert [(e.threads, e.reason) for e in replayed] == [(1, "1 of 2 cores busy")]
     journal.add(started, 3.0)  # a new segment starts with its own count
     assert not [e for e, _ in journal.catch_up() if isinstance(e, ev.ThreadsChanged)]
+
+
+def test_the_reason_counts_busy_cores_not_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyTorch's default can be fewer threads than cores (a thread per physical core): 8 threads
+    # on 16 idle logical CPUs is not "8 of 16 cores busy"
+    machine = FakeMachine(others=0.0)
+    monkeypatch.setattr("model.cpu_threads.time.sleep", machine.advance)
+    choice = ThreadChoice(None, "", frozenset(range(16)), 8, read=machine.read, clock=machine.clock,
+                          set_threads=machine.set_to.append)
+    choice.measure_now(0.25)
+    assert (choice.now, choice.reason) == (8, "16 cores free")
+    machine.others = 3.0
+    choice.measure_now(0.25)
+    assert (choice.now, choice.reason) == (8, "3 of 16 cores busy")  # 13 free: still at most 8
