@@ -62,21 +62,41 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
     group = ProcessGroup.from_env(choose_device(train_config.device).type)
     assert group is not None
     try:
-        try:
-            group.check_same_start(int(resume_state["iter"]) if resume_state is not None else 0)
-        except DistributedError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if main:
-            from .run_process import train_here
-
-            preset = args.preset or ("seed" if not args.resume else None)
-            viewer = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
-            return train_here(prepared, preset, str(args.resume) if args.resume else None, ["torchrun", PROG, *argv],
-                              on_hangup=args.on_hangup, group=group, viewer_on_terminal=viewer)
-        return _follow(prepared, group)
+        code = _train_in_group(args, argv, prepared, group)
     finally:
         group.close()
+    _leave(code)
+    return code  # (not reached)
+
+
+def _train_in_group(args: argparse.Namespace, argv: list[str], prepared: tuple, group: ProcessGroup) -> int:
+    resume_state = prepared[4]
+    try:
+        group.check_same_start(int(resume_state["iter"]) if resume_state is not None else 0)
+    except DistributedError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if group.is_main:
+        from .run_process import train_here
+
+        preset = args.preset or ("seed" if not args.resume else None)
+        viewer = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()
+        return train_here(prepared, preset, str(args.resume) if args.resume else None, ["torchrun", PROG, *argv],
+                          on_hangup=args.on_hangup, group=group, viewer_on_terminal=viewer)
+    return _follow(prepared, group)
+
+
+def _leave(code: int) -> None:
+    """End this process now that its part is done and its files are closed: without the C++
+    static destructors of PyTorch's distributed backends, one of which now and then aborts at
+    exit ("terminate called without an active exception", SIGABRT: one run in ten of a
+    restarted job here) and so fails a job that had finished."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _follow(prepared: tuple, group: ProcessGroup) -> int:
