@@ -28,7 +28,7 @@ from model import events as ev
 from model.config import preset_note
 from model.tokenizer import CharTokenizer
 
-from .format import duration, si
+from .format import duration, si, threads
 from .notices import (
     Attached,
     CaughtUp,
@@ -392,7 +392,7 @@ class ChargptApp(App[int]):
     def _on_ThreadsChanged(self, e: ev.ThreadsChanged, at: float) -> None:
         self.device_panel.set_threads(e.threads, e.reason)
         if not self._replaying:
-            self._log(f"step {e.iter}: {e.threads} threads now ({e.reason})", at=at)
+            self._log(f"step {e.iter}: {threads(e.threads)} now ({e.reason})", at=at)
 
     def _on_Hint(self, e: ev.Hint, at: float) -> None:
         self._log(("hint:", "b cyan"), f" {e.message}", at=at)

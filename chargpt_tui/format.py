@@ -48,6 +48,11 @@ _NAME_NOISE = (
 )
 
 
+def threads(n: int) -> str:
+    """ "1 thread", "2 threads"."""
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def short_device_name(name: str) -> str:
     """A CPU's or GPU's name without the vendor noise: "Intel(R) Xeon(R) Processor @ 2.30GHz
     (2 cores)" reads "Intel Xeon (2 cores)", "NVIDIA GeForce RTX 4090" reads "RTX 4090". The

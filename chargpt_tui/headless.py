@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from model import events as ev
 from model.config import PRESETS, default_preset, preset_note
 
-from .format import count, duration, si
+from .format import count, duration, si, threads
 from .line_writer import LineWriter
 
 # How long the end of a run waits for its last lines to reach a stream that is slow to take them.
@@ -71,8 +71,7 @@ class HeadlessPrinter:
         verb = f"resuming at step {e.iter}" if e.resumed else "training"
         self._print(
             f"{verb} on {e.corpus}: {count(e.n_chars)} characters, vocabulary {e.vocab_size}; "
-            f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, "
-            f"{e.threads} thread{'s' if e.threads != 1 else ''}"
+            f"{si(e.n_params)} parameters; {e.device} ({e.device_name}), {e.dtype}, {threads(e.threads)}"
         )
         if self.preset in PRESETS and not e.resumed:
             line = f"preset {self.preset} ({preset_note(self.preset, e.device)})"
@@ -133,7 +132,7 @@ class HeadlessPrinter:
         self._print(f"warning: training diverged: {e.message}", err=True)
 
     def _on_threads(self, e: ev.ThreadsChanged) -> None:
-        self._print(f"step {e.iter}: {e.threads} threads now ({e.reason})")
+        self._print(f"step {e.iter}: {threads(e.threads)} now ({e.reason})")
 
     def _on_hint(self, e: ev.Hint) -> None:
         self._print(f"hint: {e.message}")
