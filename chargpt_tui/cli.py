@@ -102,9 +102,11 @@ def _add_model_flags(group: Any) -> None:
 def _add_device_flags(group: Any) -> None:
     group.add_argument("--device", choices=DEVICES, help="auto picks CUDA, then Apple MPS, then CPU (auto)")
     group.add_argument("--dtype", choices=DTYPES,
-                       help="auto: bfloat16 where the CPU or GPU computes it natively, float16 on CUDA GPUs without "
-                            "it, else float32; or float32, bfloat16, float16 (CUDA only) (auto)")
-    group.add_argument("--threads", type=positive_int, help="torch CPU threads (torch's default)")
+                       help="auto: on a CPU with native bfloat16, whichever of float32 and bfloat16 a short probe "
+                            "finds faster for this model; on a GPU bfloat16, or float16 where it has none; else "
+                            "float32; or float32, bfloat16, float16 (CUDA only) (auto)")
+    group.add_argument("--threads", type=positive_int,
+                       help="torch CPU threads (as many as cores other processes leave free, followed as it runs)")
     group.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
 
 
