@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from model.distributed import DistributedError, ProcessGroup, torchrun_world
 
@@ -66,7 +67,6 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         group.close()
     _leave(code)
-    return code  # (not reached)
 
 
 def _train_in_group(args: argparse.Namespace, argv: list[str], prepared: tuple, group: ProcessGroup) -> int:
@@ -86,7 +86,7 @@ def _train_in_group(args: argparse.Namespace, argv: list[str], prepared: tuple, 
     return _follow(prepared, group)
 
 
-def _leave(code: int) -> None:
+def _leave(code: int) -> NoReturn:
     """End this process now that its part is done and its files are closed: without the C++
     static destructors of PyTorch's distributed backends, one of which now and then aborts at
     exit ("terminate called without an active exception", SIGABRT: one run in ten of a

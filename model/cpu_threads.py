@@ -123,12 +123,10 @@ class ThreadChoice:
     def measure_now(self, window_s: float) -> None:
         """The first look: the machine's load over window_s (this process idle meanwhile)."""
         first = self._read(self.cpus)
-        if first is None:  # nothing to measure by: PyTorch's default, kept
-            self.adaptive, self.reason = False, "this system's default"
-            return
-        time.sleep(window_s)
-        self._last = self._read(self.cpus)
-        if self._last is None:
+        if first is not None:
+            time.sleep(window_s)
+        self._last = self._read(self.cpus) if first is not None else None
+        if first is None or self._last is None:  # nothing to measure by: PyTorch's default, kept
             self.adaptive, self.reason = False, "this system's default"
             return
         free = free_cores(self.cores, first, self._last)

@@ -20,7 +20,7 @@ from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint
 from model.config import ConfigError
 from model.data import Corpus
-from model.precision import Precision, choose_precision
+from model.precision import BFLOAT16_MARGIN, Precision, choose_precision
 from model.rundir import RunDir
 from model.trainer import Trainer
 
@@ -137,6 +137,12 @@ def test_config_json_and_bench_say_what_was_chosen_and_why(tmp_path: Path) -> No
     assert config["precision"]["dtype"] in ("float32", "bfloat16") and config["precision"]["reason"].startswith("auto")
     assert config["device"]["name"] and config["device"]["type"] == "cpu"
     assert f"dtype {config['precision']['dtype']}: auto" in result.stdout
+    if precision.cpu_has_native_bfloat16() and precision._cpu_bfloat16_works():  # this machine measures
+        probe = config["precision"]["probe"]  # model/precision_probe.py's figures, kept
+        assert probe["float32_ms"] > 0 and probe["bfloat16_ms"] > 0 and probe["rows"] == 8
+        assert config["precision"]["dtype"] == ("bfloat16" if probe["speedup"] >= BFLOAT16_MARGIN else "float32")
+    else:
+        assert "probe" not in config["precision"] and config["precision"]["dtype"] == "float32"
     bench = run_script(["bench", "--text", "tiny.txt", "--block-size", "16", "--n-embed", "32", "--n-layers", "2",
                         "--n-heads", "4", "--batch-size", "4", "--threads", "1", "--device", "cpu", "--steps", "1",
                         "--warmup", "1", "--gen-tokens", "0"], tmp_path)

@@ -4,12 +4,9 @@ tiny model, and what a run says about it."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from helpers import TINY_FLAGS, run_script, tiny_configs
+from helpers import tiny_configs
 
 from model import events as ev
 from model import precision
@@ -110,17 +107,3 @@ def test_a_large_model_is_probed_on_fewer_rows(monkeypatch: pytest.MonkeyPatch) 
     result = probe_step_times(model_config, TrainConfig(batch_size=64), rows=64, clock=clock)
     assert result.rows == 5  # STEP_TARGET_S (0.25 s) of 50 ms rows
     assert result.float32_ms == pytest.approx(250.0) and result.bfloat16_ms == pytest.approx(250.0)
-
-
-def test_config_json_keeps_the_probes_figures(tmp_path: Path) -> None:
-    (tmp_path / "tiny.txt").write_text("to be or not to be, that is the question\n" * 500, encoding="utf-8")
-    flags = [f for f in TINY_FLAGS if f not in ("--dtype", "float32")]  # the default: auto
-    result = run_script(["tiny.txt", *flags, "--max-iters", "2", "--out-dir", "run", "--headless"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    if precision.cpu_has_native_bfloat16() and precision._cpu_bfloat16_works():  # this machine measures
-        probe = config["precision"]["probe"]
-        assert probe["float32_ms"] > 0 and probe["bfloat16_ms"] > 0 and probe["rows"] == 8
-        assert config["precision"]["dtype"] == ("bfloat16" if probe["speedup"] >= BFLOAT16_MARGIN else "float32")
-    else:
-        assert "probe" not in config["precision"] and config["precision"]["dtype"] == "float32"
