@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from chargpt_tui.app import ChargptApp
-from chargpt_tui.run_link import RunClient
-from chargpt_tui.runtime import ServerInfo, is_running
+from chargpt_tui.dashboard.app import ChargptApp
+from chargpt_tui.wire.run_link import RunClient
+from chargpt_tui.wire.runtime import ServerInfo, is_running
 
 
 def cpu() -> str:

@@ -11,10 +11,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from chargpt_tui.app import ChargptApp
-from chargpt_tui.run_link import RunClient
-from chargpt_tui.run_server import RunServer
-from chargpt_tui.runtime import RunLock
+from chargpt_tui.dashboard.app import ChargptApp
+from chargpt_tui.host.run_server import RunServer
+from chargpt_tui.wire.run_link import RunClient
+from chargpt_tui.wire.runtime import RunLock
 from model.config import build_configs
 from model.data import Corpus
 from model.rundir import RunDir

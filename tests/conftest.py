@@ -60,7 +60,7 @@ def no_training_process_outlives_the_tests(tmp_path_factory: pytest.TempPathFact
     holding a run directory of this session's at the end is ended (a failed test's leftovers
     would otherwise train on, taking a core from every later run on this machine)."""
     yield
-    from chargpt_tui.runtime import ServerInfo, is_running
+    from chargpt_tui.wire.runtime import ServerInfo, is_running
 
     for server_json in tmp_path_factory.getbasetemp().rglob("server.json"):
         run_dir = server_json.parent

@@ -10,6 +10,6 @@ import torch
 
 torch.set_default_dtype(torch.float64)
 
-from chargpt_tui.cli import entry_point  # noqa: E402 - after the default dtype is set
+from chargpt_tui.commands.cli import entry_point  # noqa: E402 - after the default dtype is set
 
 entry_point()

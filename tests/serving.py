@@ -8,11 +8,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from chargpt_tui import protocol
-from chargpt_tui.run_link import RunClient
-from chargpt_tui.run_process import _ending, run_config
-from chargpt_tui.run_server import RunServer
-from chargpt_tui.runtime import RunLock, ServerInfo
+from chargpt_tui.host.run_process import _ending, run_config
+from chargpt_tui.host.run_server import RunServer
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.run_link import RunClient
+from chargpt_tui.wire.runtime import RunLock, ServerInfo
 from model.rundir import MetricsLog
 from model.trainer import RunResult, Trainer
 

@@ -21,9 +21,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.worker import WorkerState
 
-from chargpt_tui.app import DETACHED, ChargptApp
-from chargpt_tui.run_link import RunOnDisk
-from chargpt_tui.screens import GenerateScreen, HelpScreen, QuitScreen
+from chargpt_tui.dashboard.app import DETACHED, ChargptApp
+from chargpt_tui.dashboard.screens import GenerateScreen, HelpScreen, QuitScreen
+from chargpt_tui.wire.run_link import RunOnDisk
 from model import events as ev
 from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import app_until, tiny_configs
 from serving import ServedRun
 
-from chargpt_tui.app import ChargptApp
+from chargpt_tui.dashboard.app import ChargptApp
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer

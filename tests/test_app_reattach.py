@@ -10,7 +10,7 @@ from typing import Any
 from helpers import app_until, tiny_configs
 from serving import ServedRun
 
-from chargpt_tui.app import ChargptApp
+from chargpt_tui.dashboard.app import ChargptApp
 from model.data import Corpus
 from model.rundir import RunDir
 from model.trainer import Trainer
@@ -80,9 +80,9 @@ async def test_a_viewer_of_a_killed_run_shows_it_not_running_within_3_s(corpus: 
 async def test_attaching_again_backs_off_while_cut_off_again_soon(tmp_path: Path) -> None:
     """A viewer that is cut off again soon after it attached (it cannot keep up) waits twice as long
     each time before the next try, so that the run is not asked for its history every 0.5 s."""
-    from chargpt_tui import app as app_module
-    from chargpt_tui.notices import Disconnected
-    from chargpt_tui.run_link import RunOnDisk
+    from chargpt_tui.dashboard import app as app_module
+    from chargpt_tui.wire.notices import Disconnected
+    from chargpt_tui.wire.run_link import RunOnDisk
 
     tried: list[float] = []
 

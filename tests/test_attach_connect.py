@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from chargpt_tui.run_link import AttachError, RunClient
-from chargpt_tui.runtime import RunLock, ServerInfo, runtime_dir, write_server_info
+from chargpt_tui.wire.run_link import AttachError, RunClient
+from chargpt_tui.wire.runtime import RunLock, ServerInfo, runtime_dir, write_server_info
 
 
 def fake_run(run_dir: Path, socket_path: Path) -> RunLock:
@@ -121,7 +121,7 @@ def test_a_socket_held_by_another_user_is_not_trusted(tmp_path: Path, monkeypatc
     uid at the other end is refused: the kernel says who it is (SO_PEERCRED)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to listen as another uid")
-    from chargpt_tui import run_link
+    from chargpt_tui.wire import run_link
 
     folder = Path(tempfile.mkdtemp(prefix="chargpt-other-"))
     folder.chmod(0o777)

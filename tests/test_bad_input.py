@@ -15,7 +15,7 @@ import torch
 from helpers import TINY_FLAGS, make_text, one_clear_line, permissions_apply, run_script
 from terminal import TerminalProcess
 
-from chargpt_tui.cli import main
+from chargpt_tui.commands.cli import main
 from model.checkpoint import load_checkpoint, save_checkpoint
 
 # (flag, bad values): zero where zero is not allowed, negative, and the wrong type

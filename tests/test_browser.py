@@ -17,7 +17,7 @@ import pytest
 from helpers import COMMAND, TINY_FLAGS, make_text, wait_for_steps, wait_until
 from test_serve import Served, events
 
-from chargpt_tui.runtime import is_running
+from chargpt_tui.wire.runtime import is_running
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

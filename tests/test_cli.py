@@ -174,7 +174,7 @@ def slow(self, *args, **kwargs):
     time.sleep(120)
     return original(self, *args, **kwargs)
 trainer.Trainer._stop_and_save = slow
-from chargpt_tui.cli import main
+from chargpt_tui.commands.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

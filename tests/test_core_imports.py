@@ -51,8 +51,8 @@ def test_a_viewer_never_loads_pytorch(tmp_path) -> None:  # noqa: ANN001
         f"""
         import asyncio, sys
         from pathlib import Path
-        from chargpt_tui.app import ChargptApp
-        from chargpt_tui.run_link import RunOnDisk
+        from chargpt_tui.dashboard.app import ChargptApp
+        from chargpt_tui.wire.run_link import RunOnDisk
 
         async def main() -> None:
             app = ChargptApp(RunOnDisk(Path({str(run_dir.path)!r})))

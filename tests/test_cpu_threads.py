@@ -158,7 +158,7 @@ def test_a_run_reports_a_change_of_threads(corpus: Corpus) -> None:
 def test_a_late_viewer_is_told_the_threads_now() -> None:
     from helpers import one_of_each_kind
 
-    from chargpt_tui.journal import RunJournal
+    from chargpt_tui.wire.journal import RunJournal
 
     journal = RunJournal()
     started = one_of_each_kind()[0]

@@ -23,8 +23,8 @@ from helpers import (
 )
 from terminal import TerminalProcess, assert_terminal_restored
 
-from chargpt_tui.runs import load_journal_cache
-from chargpt_tui.runtime import ServerInfo, is_running
+from chargpt_tui.wire.runs import load_journal_cache
+from chargpt_tui.wire.runtime import ServerInfo, is_running
 from model import events as ev
 from model.checkpoint import load_checkpoint
 from model.rundir import read_metrics

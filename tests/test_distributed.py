@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import make_text
 
-from chargpt_tui.run_link import RunClient
+from chargpt_tui.wire.run_link import RunClient
 
 TINY = ["--n-layers", "1", "--n-embed", "32", "--n-heads", "2", "--block-size", "16", "--dropout", "0",
         "--dtype", "float32", "--device", "cpu", "--sample-tokens", "10", "--headless"]

@@ -12,10 +12,10 @@ from helpers import one_clear_line, tiny_configs
 from serving import ServedRun
 from textual.widgets import Input, Static
 
-from chargpt_tui.app import ChargptApp
-from chargpt_tui.cli import main
-from chargpt_tui.run_link import RunOnDisk
-from chargpt_tui.screens import GenerateScreen
+from chargpt_tui.commands.cli import main
+from chargpt_tui.dashboard.app import ChargptApp
+from chargpt_tui.dashboard.screens import GenerateScreen
+from chargpt_tui.wire.run_link import RunOnDisk
 from model.data import Corpus
 from model.gpt import sample_next
 from model.rundir import RunDir

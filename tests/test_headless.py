@@ -10,7 +10,7 @@ import time
 
 from helpers import one_of_each_kind, tiny_configs
 
-from chargpt_tui.headless import HeadlessPrinter
+from chargpt_tui.host.headless import HeadlessPrinter
 from model import events as ev
 from model.data import Corpus
 from model.trainer import Trainer
@@ -102,7 +102,7 @@ def test_pauses_a_divergence_and_hints_are_logged() -> None:
 def test_the_line_writer_lives_on_after_a_stream_that_failed() -> None:
     """A stream that fails unexpectedly (stdout closed: sys.stdout is None) loses those lines,
     not the writer: later lines are written, and waiting for them never takes its full time."""
-    from chargpt_tui.line_writer import LineWriter
+    from chargpt_tui.host.line_writer import LineWriter
 
     class Flaky(io.StringIO):
         failed = False

@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import app_until, make_text, tiny_configs
 from serving import ServedRun
 
-from chargpt_tui.app import ChargptApp
+from chargpt_tui.dashboard.app import ChargptApp
 from model import events as ev
 from model.data import Corpus
 from model.rundir import RunDir

@@ -14,7 +14,7 @@ import torch
 from helpers import tiny_configs
 from serving import ServedRun
 
-from chargpt_tui.app import ChargptApp
+from chargpt_tui.dashboard.app import ChargptApp
 from model.config import GPTConfig
 from model.data import Corpus
 from model.flops import flops_per_token, mfu

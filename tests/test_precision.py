@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import TINY_FLAGS, one_clear_line, run_script, tiny_configs
 
-from chargpt_tui.cli import main
+from chargpt_tui.commands.cli import main
 from model import events as ev
 from model import precision
 from model import trainer as trainer_module

@@ -13,7 +13,7 @@ import torch
 from helpers import make_text, run_script, wait_until
 from terminal import TerminalProcess
 
-from chargpt_tui.cli import prepare_training, train_parser
+from chargpt_tui.commands.cli import prepare_training, train_parser
 from model import events as ev
 from model.rundir import read_metrics
 from model.trainer import Trainer

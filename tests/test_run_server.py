@@ -18,9 +18,9 @@ import pytest
 from helpers import one_of_each_kind, tiny_configs
 from serving import RawViewer, ServedRun
 
-from chargpt_tui import protocol
-from chargpt_tui.app import ChargptApp
-from chargpt_tui.runtime import RunBusyError, RunLock, ServerInfo, is_running, runtime_dir
+from chargpt_tui.dashboard.app import ChargptApp
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.runtime import RunBusyError, RunLock, ServerInfo, is_running, runtime_dir
 from model import events as ev
 from model.data import Corpus
 from model.rundir import RunDir
@@ -58,7 +58,7 @@ async def test_the_dashboard_handles_every_kind_of_event(corpus: Corpus, tmp_pat
     """A renamed or new event cannot be dropped without a sound: each kind, handed to a dashboard
     attached to a live run (one that has not started training), changes what it shows: a state,
     a line, a point, a sample, a figure."""
-    from chargpt_tui.run_link import EventReported
+    from chargpt_tui.wire.run_link import EventReported
 
     model_config, train_config = tiny_configs(corpus)
     run_dir = RunDir(tmp_path / "run")

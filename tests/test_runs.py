@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chargpt_tui.journal import RunJournal
-from chargpt_tui.runs import list_runs, load_journal_cache, read_journal, save_journal_cache, summarize
-from chargpt_tui.runtime import RunLock, ServerInfo, is_running, write_server_info
+from chargpt_tui.wire.journal import RunJournal
+from chargpt_tui.wire.runs import list_runs, load_journal_cache, read_journal, save_journal_cache, summarize
+from chargpt_tui.wire.runtime import RunLock, ServerInfo, is_running, write_server_info
 from model import events as ev
 from model.rundir import MetricsLog
 
@@ -230,7 +230,7 @@ def test_another_users_running_run_is_not_called_crashed(tmp_path: Path) -> None
 
 def test_a_run_whose_lock_cannot_be_read_and_names_no_process_is_unknown(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from chargpt_tui import runtime
+    from chargpt_tui.wire import runtime
 
     path = write_run(tmp_path / "theirs", [start(), steps(1, 10)])
     real_open = os.open

@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 from helpers import COMMAND, ENDLESS, make_text, one_clear_line, run_script, wait_for_steps, wait_until
 
-from chargpt_tui.runtime import is_running
-from chargpt_tui.serve import offline_page
+from chargpt_tui.browser.serve import offline_page
+from chargpt_tui.wire.runtime import is_running
 from model.rundir import read_metrics
 
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")

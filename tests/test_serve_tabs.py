@@ -8,8 +8,8 @@ import shlex
 import sys
 import time
 
-from chargpt_tui import serve_tabs
-from chargpt_tui.serve_tabs import TabProcess, bounded_size
+from chargpt_tui.browser import serve_tabs
+from chargpt_tui.browser.serve_tabs import TabProcess, bounded_size
 
 # A viewer at its worst: it writes its screen without end, and ignores SIGTERM.
 STUBBORN = """

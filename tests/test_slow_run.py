@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from helpers import tiny_configs
 
-from chargpt_tui.slow_run import SlowRunHint
+from chargpt_tui.host.slow_run import SlowRunHint
 from model import events as ev
 from model.data import Corpus
 from model.trainer import Trainer

@@ -8,7 +8,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
-from chargpt_tui.widgets.status_bar import MIN_NAME, StatusBar, fit_run
+from chargpt_tui.dashboard.widgets.status_bar import MIN_NAME, StatusBar, fit_run
 
 BUILTIN = "Python 3.11 standard library sources (264 files, 4.2 MB)"
 

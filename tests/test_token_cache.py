@@ -247,7 +247,7 @@ def test_a_checkpoints_vocabulary_maps_the_ids(tmp_path: Path) -> None:
 
 
 def test_prepare_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from chargpt_tui.cli import main
+    from chargpt_tui.commands.cli import main
 
     path = tmp_path / "t.txt"
     path.write_text("hello world\n" * 100, encoding="utf-8")

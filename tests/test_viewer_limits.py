@@ -12,11 +12,11 @@ import pytest
 from helpers import wait_until
 from serving import RawViewer, ServedRun
 
-from chargpt_tui import protocol
-from chargpt_tui import run_server as run_server_module
-from chargpt_tui.journal import MAX_SAMPLES, RunJournal
-from chargpt_tui.rate_limit import RateLimit
-from chargpt_tui.runtime import ServerInfo
+from chargpt_tui.host import run_server as run_server_module
+from chargpt_tui.host.rate_limit import RateLimit
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.journal import MAX_SAMPLES, RunJournal
+from chargpt_tui.wire.runtime import ServerInfo
 from model import events as ev
 
 

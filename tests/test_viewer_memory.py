@@ -14,11 +14,11 @@ import pytest
 from helpers import wait_until
 from serving import RawViewer, ServedRun
 
-from chargpt_tui import protocol
-from chargpt_tui import snapshots as snapshots_module
-from chargpt_tui.runtime import ServerInfo
-from chargpt_tui.snapshots import Snapshots
-from chargpt_tui.viewer_queue import ViewerQueue
+from chargpt_tui.host import snapshots as snapshots_module
+from chargpt_tui.host.snapshots import Snapshots
+from chargpt_tui.host.viewer_queue import ViewerQueue
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.runtime import ServerInfo
 from model import events as ev
 
 
@@ -140,8 +140,8 @@ def test_a_stale_payload_is_not_handed_out_and_a_new_one_is_taken_once_it_is_let
 def test_a_reconnect_gives_up_when_the_viewer_leaves(tmp_path: Any) -> None:
     """q during "attaching again in 30 s": the wait ends at once (a thread worker held the
     terminal for as long as it slept)."""
-    from chargpt_tui.run_link import RunClient
-    from chargpt_tui.runtime import RunLock
+    from chargpt_tui.wire.run_link import RunClient
+    from chargpt_tui.wire.runtime import RunLock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

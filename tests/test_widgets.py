@@ -11,8 +11,8 @@ from rich.segment import Segment
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from chargpt_tui.widgets.loss_chart import PlotCells
-from chargpt_tui.widgets.rows import label_rows, progress_bar
+from chargpt_tui.dashboard.widgets.loss_chart import PlotCells
+from chargpt_tui.dashboard.widgets.rows import label_rows, progress_bar
 
 
 def cells(renderable: RenderableType, width: int) -> list[list[tuple[str, object]]]:

@@ -24,12 +24,8 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import RichLog
 
-from model import events as ev
-from model.config import preset_note
-from model.tokenizer import CharTokenizer
-
-from .format import duration, si, threads
-from .notices import (
+from chargpt_tui.format import duration, si, threads
+from chargpt_tui.wire.notices import (
     Attached,
     CaughtUp,
     ControlRequested,
@@ -41,7 +37,11 @@ from .notices import (
     RequestRefused,
     RunEnded,
 )
-from .run_link import STEERING_OPS, RunLink
+from chargpt_tui.wire.run_link import STEERING_OPS, RunLink
+from model import events as ev
+from model.config import preset_note
+from model.tokenizer import CharTokenizer
+
 from .screens import GenerateScreen, HelpScreen, QuitScreen
 from .widgets import DashboardFooter, DevicePanel, LossChart, ProgressPanel, SamplesPanel, StatusBar
 

@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chargpt_tui.wire import protocol
 from model import events as ev
 
-from . import protocol
 from .rate_limit import RateLimit
 
 MIN_RATE = 1 << 20  # bytes a second: the slowest a viewer may take bulk data (a local socket does 100x that)

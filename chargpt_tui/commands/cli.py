@@ -21,6 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from chargpt_tui import __version__
+from chargpt_tui.wire.run_link import AttachError
+
 # Only what parsing and error reporting need: PyTorch is loaded by the commands that use it, so
 # that `attach` and `runs` (and a dashboard, whose training runs in another process) start fast.
 from model.config import (
@@ -37,9 +40,6 @@ from model.config import (
 )
 from model.errors import CheckpointError, CorpusError
 from model.rundir import RunDir, RunDirError
-
-from . import __version__
-from .run_link import AttachError
 
 if TYPE_CHECKING:
     from model.data import Corpus
@@ -370,7 +370,7 @@ def train_command(args: argparse.Namespace, argv: list[str]) -> int:
     prepared = prepare_training(args)
     preset = args.preset or ("seed" if not args.resume else None)
     if here:
-        from .run_process import train_here
+        from chargpt_tui.host.run_process import train_here
 
         command = [PROG, *(a for a in argv if a != "--spawned")]
         return train_here(prepared, preset, str(args.resume) if args.resume else None, command,
@@ -384,7 +384,7 @@ def train_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 # ---- runs that train elsewhere: attach and list ------------------------------------------------
 def attach_command(args: argparse.Namespace) -> int:
-    from .run_link import open_link
+    from chargpt_tui.wire.run_link import open_link
 
     run_dir = _chosen_run(args)
     link = open_link(run_dir)  # AttachError: not a run, not ours, not reachable (one line, status 2)
@@ -392,19 +392,19 @@ def attach_command(args: argparse.Namespace) -> int:
         link.close()
         raise UsageError(f"attach shows the dashboard and needs a terminal; the run's log is {run_dir / 'train.log'}"
                          f" (or watch it in a browser: {PROG} serve {run_dir})")
-    from .app import run_app
+    from chargpt_tui.dashboard.app import run_app
 
     return run_app(link, read_only=args.read_only, browser=args.browser)
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from .run_link import check_run_dir
-    from .runs import summarize
+    from chargpt_tui.wire.run_link import check_run_dir
+    from chargpt_tui.wire.runs import summarize
 
     run_dir = _chosen_run(args)
     check_run_dir(run_dir)
     try:
-        from .serve import ServeError, serve
+        from chargpt_tui.browser.serve import ServeError, serve
     except ImportError as exc:
         raise UsageError(f"serve needs textual-serve ({exc.name} is missing): pip install textual-serve") from None
     state = summarize(run_dir).state
@@ -417,7 +417,7 @@ def serve_command(args: argparse.Namespace) -> int:
 def _chosen_run(args: argparse.Namespace) -> Path:
     """RUN_DIR as given (a file in it: its folder), else the run training under runs/ (a choice
     on a terminal when several are)."""
-    from .runs import list_runs
+    from chargpt_tui.wire.runs import list_runs
 
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -446,8 +446,8 @@ def _choose(running: list[Any]) -> Any:
 
 
 def runs_command(args: argparse.Namespace) -> int:
-    from .format import duration
-    from .runs import list_runs
+    from chargpt_tui.format import duration
+    from chargpt_tui.wire.runs import list_runs
 
     root = Path(args.dir or "runs")
     if args.dir and not root.is_dir():

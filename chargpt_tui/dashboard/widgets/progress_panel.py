@@ -17,7 +17,8 @@ from rich.text import Text
 from textual.widget import Widget
 
 from chargpt_tui.format import duration
-from chargpt_tui.widgets.rows import label_rows, progress_bar
+
+from .rows import label_rows, progress_bar
 
 
 class ProgressPanel(Widget):

@@ -77,7 +77,7 @@ def _train_in_group(args: argparse.Namespace, argv: list[str], prepared: tuple, 
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if group.is_main:
-        from .run_process import train_here
+        from chargpt_tui.host.run_process import train_here
 
         preset = args.preset or ("seed" if not args.resume else None)
         viewer = not args.headless and sys.stdout.isatty() and sys.stdin.isatty()

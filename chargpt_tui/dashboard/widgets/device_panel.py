@@ -6,7 +6,8 @@ from rich.text import Text
 from textual.widget import Widget
 
 from chargpt_tui.format import short_device_name, si
-from chargpt_tui.widgets.rows import label_rows
+
+from .rows import label_rows
 
 
 class DevicePanel(Widget):

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from chargpt_tui.format import count, duration, si, threads
 from model import events as ev
 from model.config import PRESETS, default_preset, preset_note
 
-from .format import count, duration, si, threads
 from .line_writer import LineWriter
 
 # How long the end of a run waits for its last lines to reach a stream that is slow to take them.

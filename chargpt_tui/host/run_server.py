@@ -28,17 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model import events as ev
-from model.device import memory_usage
-from model.trainer import Trainer
-
-from . import protocol
-from .catch_up import CatchUp
-from .journal import RunJournal
-from .rate_limit import RateLimit
-from .run_requests import RunRequests
-from .runs import read_journal
-from .runtime import (
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.journal import RunJournal
+from chargpt_tui.wire.runs import read_journal
+from chargpt_tui.wire.runtime import (
     RunLock,
     ServerInfo,
     remove_dead_sockets,
@@ -47,6 +40,13 @@ from .runtime import (
     same_user,
     write_server_info,
 )
+from model import events as ev
+from model.device import memory_usage
+from model.trainer import Trainer
+
+from .catch_up import CatchUp
+from .rate_limit import RateLimit
+from .run_requests import RunRequests
 from .viewer_queue import Bulk, Progress, Viewer, ViewerQueue
 
 MAX_BAD_REQUESTS = 10  # malformed requests, or requests past the rate limit, before a viewer is cut off

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from chargpt_tui.wire import protocol
 from model.trainer import Trainer
 
-from . import protocol
 from .snapshots import Snapshots
 from .viewer_queue import Bulk, Viewer
 

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from .format import about, duration
+from chargpt_tui.format import about, duration
 
 if TYPE_CHECKING:
     from model.data import Corpus

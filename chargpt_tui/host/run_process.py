@@ -15,15 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from chargpt_tui import __version__
+from chargpt_tui.wire.runs import save_journal_cache
+from chargpt_tui.wire.runtime import RunLock, remove_stale_server, runtime_dir
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
 from model.distributed import ProcessGroup
 from model.rundir import MetricsLog, RunDir, RunDirError
 from model.trainer import RunResult, Trainer
 
-from . import __version__
-from .runs import save_journal_cache
-from .runtime import RunLock, remove_stale_server, runtime_dir
 from .slow_run import SlowRunHint
 
 PROG = "chargpt-tui"

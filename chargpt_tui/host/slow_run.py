@@ -13,11 +13,10 @@ metrics.jsonl keeps it.
 
 from __future__ import annotations
 
+from chargpt_tui.format import about
 from model import events as ev
 from model.config import PRESETS
 from model.trainer import Trainer
-
-from .format import about
 
 FAST_PRESET = "cpu"
 

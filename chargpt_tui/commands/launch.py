@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from .run_link import AttachError, RunClient, open_link
-from .run_process import LOG_NAME
-from .runtime import RunBusyError, ServerInfo, is_running, runtime_dir
+from chargpt_tui.host.run_process import LOG_NAME
+from chargpt_tui.wire.run_link import AttachError, RunClient, open_link
+from chargpt_tui.wire.runtime import RunBusyError, ServerInfo, is_running, runtime_dir
 
 EXIT_INTERRUPTED = 130
 
@@ -73,7 +73,7 @@ def launch_dashboard(argv: list[str], run_dir: Path, preset: str | None, on_hang
         return EXIT_INTERRUPTED
     if code is not None:
         return code
-    from .app import run_app
+    from chargpt_tui.dashboard.app import run_app
 
     client = RunClient(run_dir)
     try:

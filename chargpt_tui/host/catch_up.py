@@ -17,10 +17,9 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from chargpt_tui.wire import protocol
+from chargpt_tui.wire.journal import RunJournal
 from model import events as ev
-
-from . import protocol
-from .journal import RunJournal
 
 MAX_AGE_S = 5.0  # how stale a shared catch-up may be (what came since is sent from the ring)
 RING_FRAMES = 1024  # live frames kept for viewers whose catch-up is older (about 4 minutes of steps)
