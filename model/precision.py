@@ -19,20 +19,35 @@ import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from .config import ConfigError
-
-if TYPE_CHECKING:
-    from .precision_probe import ProbeResult
 
 # bfloat16 must be this many times faster than float32 in the probe for auto to take it: float32
 # is exact, and two dtypes within the probe's noise of each other are a tie it wins.
 BFLOAT16_MARGIN = 1.1
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the probe measured (model/precision_probe.py), what auto decides by."""
+
+    float32_ms: float  # a probed step's time in each dtype (its fastest round)
+    bfloat16_ms: float
+    rows: int  # sequences a probed step took (the run's micro-batch, or fewer)
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster bfloat16 stepped than float32 (below 1: slower)."""
+        return self.float32_ms / self.bfloat16_ms if self.bfloat16_ms > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"float32_ms": round(self.float32_ms, 2), "bfloat16_ms": round(self.bfloat16_ms, 2),
+                "rows": self.rows, "speedup": round(self.speedup, 2)}
 
 
 @dataclass(frozen=True)

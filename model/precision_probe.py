@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +30,7 @@ import torch
 from .config import GPTConfig, TrainConfig
 from .gpt import GPT
 from .optim import make_optimizer
-from .precision import BFLOAT16_MARGIN, autocast
+from .precision import BFLOAT16_MARGIN, ProbeResult, autocast
 
 if TYPE_CHECKING:
     from .distributed import ProcessGroup
@@ -40,22 +39,6 @@ BUDGET_S = 1.5  # the probe's time at most, about (its first steps are not count
 STEP_TARGET_S = 0.25  # a probed step takes about this long at most: fewer rows than the run's if needed
 MIN_ROUNDS, MAX_ROUNDS = 2, 8  # rounds of a step in each dtype: at least, and at most within BUDGET_S
 CLEAR_BY = 1.25  # after MIN_ROUNDS, a speedup this far either side of auto's margin ends the probe
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    float32_ms: float  # a probed step's time in each dtype (its fastest round)
-    bfloat16_ms: float
-    rows: int  # sequences a probed step took (the run's micro-batch, or fewer)
-
-    @property
-    def speedup(self) -> float:
-        """How many times faster bfloat16 stepped than float32 (below 1: slower)."""
-        return self.float32_ms / self.bfloat16_ms if self.bfloat16_ms > 0 else 0.0
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {"float32_ms": round(self.float32_ms, 2), "bfloat16_ms": round(self.bfloat16_ms, 2),
-                "rows": self.rows, "speedup": round(self.speedup, 2)}
 
 
 def probe_step_times(model_config: GPTConfig, train_config: TrainConfig, rows: int,

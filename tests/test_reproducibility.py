@@ -13,7 +13,8 @@ import torch
 from helpers import make_text, run_script, wait_until
 from terminal import TerminalProcess
 
-from chargpt_tui.commands.cli import prepare_training, train_parser
+from chargpt_tui.commands.parsers import train_parser
+from chargpt_tui.commands.train_setup import prepare_training
 from model import events as ev
 from model.rundir import read_metrics
 from model.trainer import Trainer

@@ -29,7 +29,8 @@ GRACE_S = 25.0  # torchrun kills what is left 30 s after passing a signal on
 
 
 def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
-    from .cli import UsageError, prepare_training
+    from .parsers import UsageError
+    from .train_setup import prepare_training
 
     world = torchrun_world()
     assert world is not None
