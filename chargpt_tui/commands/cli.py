@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chargpt_tui.wire.run_link import AttachError
 
@@ -43,8 +43,6 @@ from .parsers import (
 )
 from .train_setup import prepare_training
 
-if TYPE_CHECKING:
-    pass
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
