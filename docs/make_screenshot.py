@@ -44,7 +44,7 @@ async def main(text: str, steps: int) -> None:
             await pilot.pause(0.2)
         await pilot.pause(1.0)  # let the chart catch up with the last points
         app.save_screenshot("dashboard.svg", str(Path(__file__).parent))
-    trainer.stop()
+    trainer.steering.stop()
     training.join()
     server.close()
     lock.release()

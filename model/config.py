@@ -102,6 +102,15 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 TEMPERATURE_RULE = f"0 (always the most likely character) or from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
 
 
+def check_run(model_config: GPTConfig, train_config: TrainConfig, vocab_size: int, world_size: int) -> None:
+    """A run's settings, together: each valid, for this many processes, and this vocabulary."""
+    model_config.validate()
+    train_config.validate()
+    train_config.check_processes(world_size)
+    if model_config.vocab_size != vocab_size:
+        raise ValueError("model vocab_size differs from the corpus vocabulary")
+
+
 def temperature_ok(temperature: float) -> bool:
     return temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
 

@@ -45,3 +45,13 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
         except (RuntimeError, TypeError, ValueError):
             pass
     return torch.optim.AdamW(groups, **settings)
+
+
+def load_moments(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """A checkpoint's optimizer state, with this run's settings: load_state_dict takes the groups'
+    hyperparameters from what it is given (weight decay, betas, fused, ...), so this run's are put
+    into the saved groups first; it then places the moments as they require (a foreach checkpoint
+    resumed fused on a GPU: the step counts on the GPU)."""
+    groups = [{**group, **{k: v for k, v in ours.items() if k != "params"}}
+              for group, ours in zip(saved["param_groups"], optimizer.param_groups, strict=True)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})

@@ -51,7 +51,7 @@ class ServedRun:
         return client
 
     def close(self) -> None:
-        self.trainer.stop()
+        self.trainer.steering.stop()
         if self.thread.is_alive():
             self.thread.join(timeout=60)
         self.server.close()

@@ -119,7 +119,7 @@ async def test_pause_stops_training_and_resume_continues(dashboard: Dashboard) -
         await wait_for(pilot, lambda: app.state == "paused")
         paused_at = run.trainer.iter
         await pilot.pause(1.0)  # a second of a paused run: no step trained
-        assert run.trainer.iter == paused_at and run.trainer.paused
+        assert run.trainer.iter == paused_at and run.trainer.steering.paused
         # an evaluation while paused comes and goes; the step count does not move
         evals = len(app.chart.evals)
         await pilot.press("e")
@@ -262,7 +262,7 @@ async def test_d_detaches_and_training_goes_on(dashboard: Dashboard) -> None:
     while run.trainer.iter < at + 20:
         assert asyncio.get_running_loop().time() < deadline, "training did not go on"
         await asyncio.sleep(0.05)
-    assert run.result is None and not run.trainer.stop_requested
+    assert run.result is None and not run.trainer.steering.stop_requested
 
 
 async def test_ctrl_q_stops_without_asking(dashboard: Dashboard) -> None:
@@ -385,13 +385,13 @@ async def test_a_nan_loss_holds_the_dashboard_paused_and_saves_nothing(dashboard
     trainer.add_listener(poison)
     run.start()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: trainer.diverged is not None and app.state == "paused" and app.diverged)
+        await wait_for(pilot, lambda: trainer.divergence.message is not None and app.state == "paused" and app.diverged)
         assert logged(app, "nan") and logged(app, "ckpt.pt (step 20) is kept")
         held_at = trainer.iter
         await pilot.press("space")  # resuming is refused: these weights cannot be trained on
         await pilot.press("s")
         await wait_for(pilot, lambda: logged(app, "not saved"))
-        assert app.state == "paused" and trainer.paused and trainer.iter == held_at
+        assert app.state == "paused" and trainer.steering.paused and trainer.iter == held_at
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: run.result is not None)
     assert run.result is not None and run.result.status == "failed"
@@ -511,7 +511,7 @@ async def test_a_viewer_cut_off_attaches_again_and_redraws_the_same_state(dashbo
         assert len(app.chart.raw) == points and len(app.chart.evals) >= 2  # the history once, not twice
         assert app.state == "paused" and app.pause_requested  # the run is still paused: so says the screen
         await pilot.press("p")  # and it still steers the run
-        await wait_for(pilot, lambda: not run.trainer.paused and app.state == "training")
+        await wait_for(pilot, lambda: not run.trainer.steering.paused and app.state == "training")
 
 
 async def test_a_run_whose_process_ends_while_watched_is_shown_as_not_running(dashboard: Dashboard) -> None:

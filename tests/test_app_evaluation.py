@@ -17,7 +17,7 @@ from model.trainer import Trainer
 
 async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: Corpus, tmp_path: Path) -> None:
     # the evaluation at step 10: 2 x 5000 batches, minutes on a tiny model unless it holds (the
-    # one at step 0 takes 10 batches of each split: Trainer.eval_batches)
+    # one at step 0 takes 10 batches of each split: Evaluator.batches)
     model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, eval_iters=5000)
     run_dir = RunDir(tmp_path / "run")
     run_dir.prepare()
@@ -32,13 +32,13 @@ async def test_p_during_an_evaluation_pauses_it_and_the_status_says_so(corpus: C
             assert "in its evaluation" in app.status.detail and app.status.state == "paused"
             held_at = app.progress.iter
             await asyncio.sleep(0.5)
-            assert trainer.paused and trainer.iter == held_at == 10
+            assert trainer.steering.paused and trainer.iter == held_at == 10
             await pilot.press("s")  # a save while held: the status still says where it holds
             await app_until(pilot, lambda: (run_dir.ckpt_path).exists() and app.state == "paused")
             await pilot.pause(0.2)
             assert app.status.detail == "at step 10, in its evaluation"
             await pilot.press("p")
             await app_until(pilot, lambda: app.state == "evaluating")
-            assert not trainer.paused
+            assert not trainer.steering.paused
             await pilot.press("ctrl+q")
-        run.trainer.stop()
+        run.trainer.steering.stop()

@@ -38,7 +38,7 @@ async def test_a_viewer_that_stops_reading_is_cut_off_and_attaches_again_by_itse
             await app_until(pilot, lambda: app.caught_up and app.progress.iter >= 20)
             reading.clear()
             await app_until(pilot, lambda: run.server.cut_off >= 1)
-            assert not trainer.paused  # training never waited for it
+            assert not trainer.steering.paused  # training never waited for it
             reading.set()
             await app_until(pilot, lambda: app._attaches == 2 and app.caught_up)
             shown = " ".join(line.text for line in app.messages.lines)  # (wrapped at the panel's width)
@@ -72,7 +72,7 @@ async def test_a_viewer_of_a_killed_run_shows_it_not_running_within_3_s(corpus: 
             assert app.state == "crashed" and not app.progress.running
             await pilot.press("q")
     finally:
-        trainer.stop()
+        trainer.steering.stop()
         run.thread.join(30)
         run.metrics.close()
 

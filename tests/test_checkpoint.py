@@ -18,7 +18,7 @@ def state(corpus: Corpus) -> dict:
     model_config, train_config = tiny_configs(corpus)
     trainer = Trainer(corpus, model_config, train_config)
     trainer.run()
-    return trainer.checkpoint_state(trainer.iter)
+    return trainer.state_dict()
 
 
 def test_round_trip_reads_with_weights_only(state: dict, tmp_path: Path, corpus: Corpus) -> None:

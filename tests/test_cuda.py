@@ -42,7 +42,7 @@ def test_training_on_the_gpu_in_each_dtype(corpus: Corpus, tmp_path: Path, dtype
     assert next(model.parameters()).device.type == "cpu"
     resumed = Trainer(corpus, model_config, train_config, resume=state)
     assert resumed.iter == 40
-    text = trainer.model.eval().generate(trainer.sample_context(), 50)
+    text = trainer.model.eval().generate(trainer.sampler.context(), 50)
     assert text.shape == (1, 51)
 
 

@@ -28,7 +28,7 @@ def checkpoint_size(text: str) -> int:
     corpus = Corpus.from_text(text, "tiny")
     model_config, train_config = tiny_configs(corpus)
     buffer = io.BytesIO()
-    torch.save(Trainer(corpus, model_config, train_config).checkpoint_state(0), buffer)
+    torch.save(Trainer(corpus, model_config, train_config).state_dict(), buffer)
     return buffer.tell()
 
 

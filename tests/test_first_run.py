@@ -12,7 +12,8 @@ from helpers import run_script, tiny_configs
 from model import events as ev
 from model.config import PRESETS, GPTConfig, default_preset, preset_note
 from model.data import Corpus
-from model.trainer import FIRST_EVAL_BATCHES, Trainer
+from model.evaluation import FIRST_EVAL_BATCHES
+from model.trainer import Trainer
 
 
 def test_the_default_preset_fits_the_device() -> None:

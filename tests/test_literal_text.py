@@ -52,5 +52,5 @@ async def test_names_samples_and_errors_with_brackets_are_shown_literally(tmp_pa
             screen = app.screen.render()  # the whole screen draws (a MarkupError would have ended the app)
             assert screen is not None and app.is_running
             await pilot.press("q")
-        run.trainer.stop()
+        run.trainer.steering.stop()
         time.sleep(0)

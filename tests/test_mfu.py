@@ -93,11 +93,11 @@ def test_on_a_gpu_the_dashboards_step_time_agrees_with_bench(corpus: Corpus) -> 
     for it in range(5):
         trainer.train_step(it)
     _synchronize(trainer.device)
-    trainer.step_timer.take()
+    trainer.reports.step_timer.take()
     start = time.perf_counter()
     for it in range(5, 35):
         trainer.train_step(it)
     _synchronize(trainer.device)
     wall = time.perf_counter() - start
-    timed = trainer.step_timer.take()
+    timed = trainer.reports.step_timer.take()
     assert math.isclose(timed, wall, rel_tol=0.05), (timed, wall)

@@ -16,7 +16,8 @@ from model.checkpoint import load_checkpoint
 from model.data import Corpus
 from model.optim import lr_at
 from model.rundir import RunDir
-from model.trainer import FIRST_EVAL_BATCHES, Trainer
+from model.evaluation import FIRST_EVAL_BATCHES
+from model.trainer import Trainer
 
 
 def collect(trainer: Trainer) -> list[ev.Event]:
@@ -38,12 +39,12 @@ def test_a_requested_evaluation_that_is_the_best_so_far_writes_best_pt(corpus: C
 
     def steer(event: ev.Event) -> None:
         if isinstance(event, ev.StepsDone) and event.iter == 14:
-            trainer.pause()
+            trainer.steering.pause()
         if isinstance(event, ev.Paused):
-            trainer.request_eval()
+            trainer.steering.request_eval()
         if isinstance(event, ev.EvalDone) and event.iter == 14:
             evaluated_at_14.set()
-            trainer.stop()
+            trainer.steering.stop()
 
     trainer.add_listener(steer)
     thread = threading.Thread(target=trainer.run)
@@ -52,7 +53,7 @@ def test_a_requested_evaluation_that_is_the_best_so_far_writes_best_pt(corpus: C
     thread.join(60)
     evals = [e for e in seen if isinstance(e, ev.EvalDone)]
     assert [e.iter for e in evals] == [0, 10, 14]
-    assert evals[-1].is_best and trainer.best_iter == 14  # the case this test is about (loss falls fast here)
+    assert evals[-1].is_best and trainer.evaluator.best_iter == 14  # the case this test is about (loss falls fast here)
     best = load_checkpoint(run_dir.best_path)
     assert best["iter"] == 14 and best["best_iter"] == 14 and best["best_val_loss"] == evals[-1].val_loss
     for name, weight in trainer.model.state_dict().items():
@@ -66,9 +67,9 @@ def test_a_requested_evaluation_that_is_not_the_best_writes_nothing(corpus: Corp
     trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
     trainer.run()
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir.ckpt_path, run_dir.best_path)}
-    trainer.best_val_loss = 0.0  # nothing beats it
+    trainer.evaluator.best_val_loss = 0.0  # nothing beats it
     seen = collect(trainer)
-    trainer.request_eval()  # not training: done at once
+    trainer.steering.request_eval()  # not training: done at once
     assert any(isinstance(e, ev.EvalDone) and not e.is_best for e in seen)
     assert not any(isinstance(e, ev.CheckpointSaved) for e in seen)
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir.ckpt_path, run_dir.best_path)} == before
@@ -116,7 +117,7 @@ def test_every_setting_that_may_change_on_resume_takes_effect(corpus: Corpus, tm
     assert [e.iter for e in seen if isinstance(e, ev.EvalDone)] == [12, 16, 20, 24]
     assert [e.iter for e in seen if isinstance(e, ev.SampleGenerated)] == [12, 18, 24]
     # and what a checkpoint of the resumed run says is what it ran with
-    state = resumed.checkpoint_state(24)
+    state = resumed.state_dict()
     assert state["train_config"]["weight_decay"] == 0.5
     assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [0.5, 0.0]
 
@@ -154,7 +155,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu_saying_what_was_not_restored(corpus
 def test_a_gpu_checkpoint_restores_into_this_processs_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever number of GPUs wrote it (old checkpoints: one state per GPU), the state goes into
     this process's device alone: 8 states on a machine with 1 GPU raised IndexError before."""
-    from model.trainer_state import restore_rng
+    from model.random_state import restore_rng
 
     restored: list[tuple[torch.Tensor, torch.device]] = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
@@ -177,7 +178,7 @@ def test_a_checkpoint_holds_this_processs_gpu_state_only(corpus: Corpus, monkeyp
     monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state"))
     trainer.device = torch.device("cuda", 2)  # rank 2's GPU
-    state = trainer.checkpoint_state(0)
+    state = trainer.state_dict()
     assert asked == [torch.device("cuda", 2)] and state["rng"]["cuda"].shape == (16,)
     assert state["rng"]["device"] == "cuda"
 
@@ -218,7 +219,7 @@ def test_a_pause_during_an_evaluation_holds_it_within_a_batch_and_it_goes_on_aft
 
     def steer(event: ev.Event) -> None:
         if isinstance(event, ev.EvalProgress) and event.done == 5 and not held.is_set():
-            trainer.pause()
+            trainer.steering.pause()
         if isinstance(event, ev.Paused):
             held.set()
         if isinstance(event, ev.CheckpointSaved) and event.reason == "request":
@@ -231,17 +232,17 @@ def test_a_pause_during_an_evaluation_holds_it_within_a_batch_and_it_goes_on_aft
         assert held.wait(30)
         progress = [e.done for e in seen if isinstance(e, ev.EvalProgress)]
         assert progress[-1] == 5 and not any(isinstance(e, ev.EvalDone) for e in seen)  # held within a batch
-        trainer.request_save()
+        trainer.steering.request_save()
         assert saved.wait(30)
         state = load_checkpoint(run_dir.ckpt_path)
-        trainer.request_eval()  # waits for the step boundary: no evaluation inside the held one
+        trainer.steering.request_eval()  # waits for the step boundary: no evaluation inside the held one
         assert trainer.iter == 0 and [e.done for e in seen if isinstance(e, ev.EvalProgress)] == progress
-        trainer.resume()
+        trainer.steering.resume()
         thread.join(60)
         assert not thread.is_alive()
     finally:
-        trainer.stop()
-        trainer.resume()
+        trainer.steering.stop()
+        trainer.steering.resume()
         thread.join(60)
     kinds = [type(e) for e in seen]
     assert kinds.index(ev.Paused) < kinds.index(ev.Resumed) < kinds.index(ev.EvalDone)
@@ -266,10 +267,10 @@ def test_an_evaluation_after_the_run_is_not_held_by_a_pause_left_set(corpus: Cor
     ended run refuses (its server's control thread, and so the process's exit, hung on it)."""
     model_config, train_config = tiny_configs(corpus, max_iters=4, eval_interval=4, sample_interval=4)
     trainer = Trainer(corpus, model_config, train_config)
-    trainer.add_listener(lambda e: trainer.pause() if isinstance(e, ev.SampleGenerated) else None)
+    trainer.add_listener(lambda e: trainer.steering.pause() if isinstance(e, ev.SampleGenerated) else None)
     seen = collect(trainer)
     assert trainer.run().status == "finished"
-    asked = threading.Thread(target=trainer.request_eval, daemon=True)
+    asked = threading.Thread(target=trainer.steering.request_eval, daemon=True)
     asked.start()
     asked.join(30)
     assert not asked.is_alive(), "the evaluation is held by the pause"
@@ -282,25 +283,25 @@ def test_a_checkpoint_saved_while_held_counts_no_paused_time(corpus: Corpus, tmp
     run_dir.prepare()
     trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
     held = threading.Event()
-    trainer.add_listener(lambda e: trainer.pause() if isinstance(e, ev.StepsDone) and e.iter >= 3 else None)
+    trainer.add_listener(lambda e: trainer.steering.pause() if isinstance(e, ev.StepsDone) and e.iter >= 3 else None)
     trainer.add_listener(lambda e: held.set() if isinstance(e, ev.Paused) else None)
     thread = threading.Thread(target=trainer.run)
     thread.start()
     try:
         assert held.wait(30)
-        at_pause = trainer._time_s()
+        at_pause = trainer.clock.time_s()
         import time
 
         time.sleep(1.0)
-        trainer.request_save()
+        trainer.steering.request_save()
         for _ in range(300):
             if run_dir.ckpt_path.exists() and load_checkpoint(run_dir.ckpt_path)["iter"] >= 3:
                 break
             time.sleep(0.01)
         assert load_checkpoint(run_dir.ckpt_path)["elapsed_s"] == pytest.approx(at_pause, abs=0.05)
     finally:
-        trainer.stop()
-        trainer.resume()
+        trainer.steering.stop()
+        trainer.steering.resume()
         thread.join(30)
 
 

@@ -116,7 +116,7 @@ def test_requests_are_answered_and_seen_by_every_viewer(run: ServedRun) -> None:
         assert one.until("reply")["id"] == 7
         control = two.until("control")
         assert control["op"] == "pause" and control["by"] == 1
-        wait_until(lambda: run.trainer.paused)
+        wait_until(lambda: run.trainer.steering.paused)
         paused = two.until("event")
         while paused["event"]["event"] != "pause":
             paused = two.until("event")
@@ -125,7 +125,7 @@ def test_requests_are_answered_and_seen_by_every_viewer(run: ServedRun) -> None:
         assert snapshot["id"] == 8 and len(snapshot["payload"]) == snapshot["bytes"] > 1000
         two.send(protocol.encode({"op": "resume", "id": 9}))
         assert two.until("reply")["id"] == 9
-        wait_until(lambda: not run.trainer.paused)
+        wait_until(lambda: not run.trainer.steering.paused)
     finally:
         one.close()
         two.close()
@@ -154,7 +154,7 @@ def test_malformed_unknown_and_long_messages_get_an_error_and_change_nothing(
             viewer.send(data)
             error = viewer.until("error")
             assert expected.replace("\\", "") in error["error"], (data[:30], error)
-        assert not run.trainer.paused and not run.trainer.stop_requested
+        assert not run.trainer.steering.paused and not run.trainer.steering.stop_requested
         at = run.trainer.iter
         wait_until(lambda: run.trainer.iter > at + 10, what="training to go on")
         viewer.send(protocol.encode({"op": "evaluate", "id": 11}))  # and a good one still works
@@ -173,7 +173,7 @@ def test_a_viewer_that_keeps_sending_garbage_is_cut_off(run: ServedRun) -> None:
         bye = viewer.until("bye")
         assert "malformed" in bye["reason"]
         wait_until(lambda: run.server.viewer_count == 0, what="the viewer to be dropped")
-        assert not run.trainer.paused and not run.trainer.stop_requested
+        assert not run.trainer.steering.paused and not run.trainer.steering.stop_requested
     finally:
         viewer.close()
     again = RawViewer(run.run_dir)  # it may attach again
@@ -193,7 +193,7 @@ def test_a_viewer_that_stops_reading_is_cut_off_while_training_goes_on(run: Serv
         at = run.trainer.iter
         wait_until(lambda: run.server.cut_off >= 1, what="the stalled viewer to be cut off")
         # the loop never waited on it: it went on stepping the whole time, and the other viewer with it
-        assert run.trainer.iter > at and not run.trainer.paused
+        assert run.trainer.iter > at and not run.trainer.steering.paused
         at = run.trainer.iter
         wait_until(lambda: run.trainer.iter > at + 20, what="training after the cut")
         for viewer in list(run.server.viewers.values()):
@@ -267,7 +267,7 @@ def test_another_user_is_refused_by_uid_even_where_the_socket_is_open(run: Serve
         os.chmod(path.parent, folder_mode)
     frame = json.loads(result.stdout.strip() or "{}")
     assert frame.get("type") == "bye" and "another user" in frame.get("reason", ""), result.stdout + result.stderr
-    assert not run.trainer.paused and not run.trainer.stop_requested
+    assert not run.trainer.steering.paused and not run.trainer.steering.stop_requested
 
 
 def test_one_process_per_run_directory(run: ServedRun) -> None:

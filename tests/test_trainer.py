@@ -116,8 +116,8 @@ def test_controls_pause_save_eval_stop(corpus: Corpus, tmp_path: Path) -> None:
 
     def listener(event: ev.Event) -> None:
         seen.append(event)
-        if isinstance(event, ev.StepsDone) and event.iter >= 5 and not trainer.paused and not paused.is_set():
-            trainer.pause()
+        if isinstance(event, ev.StepsDone) and event.iter >= 5 and not trainer.steering.paused and not paused.is_set():
+            trainer.steering.pause()
         if isinstance(event, ev.Paused):
             paused.set()
         if isinstance(event, ev.CheckpointSaved) and event.reason == "request":
@@ -130,19 +130,19 @@ def test_controls_pause_save_eval_stop(corpus: Corpus, tmp_path: Path) -> None:
     thread.start()
     assert paused.wait(30)
     at_pause = trainer.iter
-    trainer.request_save()
+    trainer.steering.request_save()
     assert saved.wait(30)
-    trainer.request_eval()
+    trainer.steering.request_eval()
     assert evaluated.wait(30)
     assert trainer.iter == at_pause  # nothing trained while paused
     assert load_checkpoint(run_dir.ckpt_path)["iter"] == at_pause
-    snapshot = trainer.snapshot().result(timeout=30)
+    snapshot = trainer.steering.snapshot().result(timeout=30)
     assert not snapshot.training and snapshot is not trainer.model
     live = trainer.model.state_dict()
     for name, tensor in snapshot.state_dict().items():
         assert torch.equal(tensor, live[name]) and tensor.data_ptr() != live[name].data_ptr(), name
-    trainer.resume()
-    trainer.stop()
+    trainer.steering.resume()
+    trainer.steering.stop()
     thread.join(30)
     assert not thread.is_alive()
     finished = seen[-1]
@@ -221,9 +221,9 @@ def test_on_divergence_pause_holds_the_loop_and_refuses_to_save(corpus: Corpus, 
     assert diverged.wait(timeout=60)
     event = next(e for e in seen if isinstance(e, ev.Diverged))
     assert event.last_good == str(run_dir.ckpt_path) and event.last_good_iter == 10
-    assert trainer.paused and not trainer.resume()
-    trainer.request_save()
-    trainer.stop()
+    assert trainer.steering.paused and not trainer.steering.resume()
+    trainer.steering.request_save()
+    trainer.steering.stop()
     thread.join(timeout=60)
     assert result[0].status == "failed" and "training is held" in (result[0].error or "")
     refused = [e for e in seen if isinstance(e, ev.CheckpointFailed)]
@@ -244,7 +244,7 @@ def test_a_stop_during_an_evaluation_is_done_again_on_resume(corpus: Corpus, tmp
 
     def stop_in_the_evaluation_at_10(event: ev.Event) -> None:
         if isinstance(event, ev.EvalProgress) and event.iter == 10:
-            stopped.stop()
+            stopped.steering.stop()
 
     stopped.add_listener(stop_in_the_evaluation_at_10)
     first = collect(stopped)
@@ -252,7 +252,7 @@ def test_a_stop_during_an_evaluation_is_done_again_on_resume(corpus: Corpus, tmp
     assert [e.iter for e in first if isinstance(e, ev.EvalDone)] == [0]  # the one at 10 was abandoned
     state = load_checkpoint(run_dir.ckpt_path)
     assert state["iter"] == 10 and state["due_done"] is False
-    stopped.request_save()  # a later save of the same step (a viewer's `s`) says the same
+    stopped.steering.request_save()  # a later save of the same step (a viewer's `s`) says the same
     assert load_checkpoint(run_dir.ckpt_path)["due_done"] is False
 
     resumed = Trainer(corpus, model_config, train_config, resume=state)
@@ -275,7 +275,7 @@ def test_a_stop_during_the_last_evaluation_resumes_to_do_it(corpus: Corpus, tmp_
     run_dir = RunDir(tmp_path / "run")
     run_dir.prepare()
     trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.0)
-    trainer.add_listener(lambda e: trainer.stop() if isinstance(e, ev.EvalProgress) and e.iter == 10 else None)
+    trainer.add_listener(lambda e: trainer.steering.stop() if isinstance(e, ev.EvalProgress) and e.iter == 10 else None)
     assert trainer.run().status == "stopped"
     state = load_checkpoint(run_dir.ckpt_path)
     assert state["iter"] == 10 and state["due_done"] is False
@@ -296,10 +296,10 @@ def test_requests_made_as_the_loop_ends_are_answered(corpus: Corpus, tmp_path: P
 
     def at_the_stop(event: ev.Event) -> None:
         if isinstance(event, ev.StepsDone) and event.iter >= 3:
-            trainer.stop()
+            trainer.steering.stop()
         if isinstance(event, ev.CheckpointSaved) and event.reason == "stop":
-            asked.append(trainer.snapshot())
-            trainer.request_save()
+            asked.append(trainer.steering.snapshot())
+            trainer.steering.request_save()
 
     trainer.add_listener(at_the_stop)
     seen = collect(trainer)
@@ -318,8 +318,8 @@ def test_requests_from_a_listener_of_the_last_events_are_answered(corpus: Corpus
 
     def at_the_end(event: ev.Event) -> None:
         if isinstance(event, ev.Finished):
-            asked.append(trainer.snapshot())
-            trainer.request_save()
+            asked.append(trainer.steering.snapshot())
+            trainer.steering.request_save()
 
     trainer.add_listener(at_the_end)
     seen = collect(trainer)
@@ -347,8 +347,8 @@ def test_requests_while_training_are_served_by_the_loop_at_a_step_boundary(corpu
     thread.start()
     try:
         assert held.wait(30)
-        futures = [trainer.snapshot() for _ in range(3)]
-        cancelled = trainer.snapshot()
+        futures = [trainer.steering.snapshot() for _ in range(3)]
+        cancelled = trainer.steering.snapshot()
         assert not any(f.done() for f in (*futures, cancelled))  # queued for the loop
         assert cancelled.cancel()
         release.set()
@@ -356,7 +356,7 @@ def test_requests_while_training_are_served_by_the_loop_at_a_step_boundary(corpu
         assert len({id(m) for m in models}) == 3 and all(not m.training for m in models)
         assert cancelled.cancelled()
     finally:
-        trainer.stop()
+        trainer.steering.stop()
         thread.join(timeout=60)
 
 
@@ -409,7 +409,7 @@ def test_a_slow_run_shows_one_early_sample_and_keeps_its_schedule(corpus: Corpus
         model_config, train_config = tiny_configs(corpus, max_iters=300, eval_interval=10_000,
                                                   sample_interval=10_000)
         trainer = Trainer(corpus, model_config, train_config)
-        trainer.early_sample_after_s = early_after_s
+        trainer.sampler.early_after_s = early_after_s
         seen = collect(trainer)
         trainer.run()
         return [(e.iter, e.text) for e in seen if isinstance(e, ev.SampleGenerated)]
@@ -422,7 +422,7 @@ def test_a_slow_run_shows_one_early_sample_and_keeps_its_schedule(corpus: Corpus
 def test_a_run_whose_samples_have_begun_takes_no_early_one(corpus: Corpus) -> None:
     model_config, train_config = tiny_configs(corpus, max_iters=300, eval_interval=100, sample_interval=20)
     trainer = Trainer(corpus, model_config, train_config)
-    trainer.early_sample_after_s = 0.2  # reached long after the first scheduled sample, at step 20
+    trainer.sampler.early_after_s = 0.2  # reached long after the first scheduled sample, at step 20
     seen = collect(trainer)
     trainer.run()
     assert [e.iter for e in seen if isinstance(e, ev.SampleGenerated)] == list(range(20, 301, 20))

@@ -134,7 +134,7 @@ def test_requests_past_the_rate_limit_are_refused_and_a_spammer_cut_off(run: Ser
         assert run_server_module.REQUEST_BURST <= len(replies) <= run_server_module.REQUEST_BURST + 5
         assert refused and answers[-1]["type"] == "bye"  # and, still at it, cut off
         wait_until(lambda: run.server.viewer_count == 0, what="the spammer dropped")
-        assert not run.trainer.paused and not run.trainer.stop_requested
+        assert not run.trainer.steering.paused and not run.trainer.steering.stop_requested
     finally:
         viewer.close()
 

@@ -158,7 +158,7 @@ def run_headless(trainer: Trainer, server: Any = None, on_hangup: str = "detach"
             return
         # First signal: stop at the next step boundary and save. A second Ctrl-C ends at once.
         caught.append(signum)
-        trainer.stop()
+        trainer.steering.stop()
         if signum == signal.SIGINT and not one_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -185,7 +185,7 @@ def _ending(trainer: Trainer, result: RunResult, caught: list[int]) -> tuple[int
     """Print how the run ended; return its exit status, the summary viewers are sent, and what a
     viewer should add on stderr: why the run failed, or which checkpoint is kept when the latest
     could not be saved."""
-    unsaved = trainer.unsaved_warning(result.iter) if result.status != "failed" else None
+    unsaved = trainer.checkpoints.unsaved_warning(result.iter) if result.status != "failed" else None
     saved = trainer.run_dir.ckpt_path if trainer.run_dir and not unsaved else None
     if caught:
         name = signal.Signals(caught[0]).name

@@ -37,18 +37,18 @@ class RunRequests:
             self._send(viewer, {"type": "error", "id": request_id, "error": "the run has ended"})
             return
         if op == "pause":
-            trainer.pause()
+            trainer.steering.pause()
         elif op == "resume":
-            if not trainer.resume():
+            if not trainer.steering.resume():
                 self._send(viewer, {"type": "error", "id": request_id,
                                     "error": "the loss diverged: these weights cannot be trained on"})
                 return
         elif op == "stop":
-            trainer.stop()
+            trainer.steering.stop()
         elif op == "save":
-            self._control(op, trainer.request_save)
+            self._control(op, trainer.steering.request_save)
         elif op == "evaluate":
-            self._control(op, trainer.request_eval)
+            self._control(op, trainer.steering.request_eval)
         elif op == "snapshot":
             if viewer.snapshot_pending:
                 self._send(viewer, {"type": "error", "id": request_id, "error": "a snapshot is on its way already"})

@@ -299,7 +299,7 @@ class RunServer:
         hello = {
             "type": "hello", "protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "run_dir": str(self.run_dir),
             "vocab": "".join(self.trainer.corpus.tokenizer.chars), "preset": self.preset,
-            "peak_flops": self.peak_flops, "paused": self.trainer.paused, "viewer": viewer.number,
+            "peak_flops": self.peak_flops, "paused": self.trainer.steering.paused, "viewer": viewer.number,
         }
         self._send(viewer, hello)
         # the history, shared with every viewer arriving about now, outside the live budget

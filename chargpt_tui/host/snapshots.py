@@ -74,7 +74,7 @@ class Snapshots:
     def _take(self) -> None:
         """In the control thread: the weights, encoded at the loop's next step boundary."""
         try:
-            future = self.trainer.snapshot(encode=self._encode)
+            future = self.trainer.steering.snapshot(encode=self._encode)
             try:
                 payload, error = future.result(timeout=SNAPSHOT_TIMEOUT_S), None
             except FuturesTimeout:
