@@ -246,3 +246,23 @@ def json_socket(run_dir: Path) -> str:
     info = ServerInfo.read(run_dir)
     assert info is not None
     return info.socket
+
+
+def test_a_viewer_after_the_start_is_caught_up_even_when_one_came_before_it() -> None:
+    """A viewer that attached before the run had started got an empty catch-up, shared (for a
+    few seconds) with whoever came next: a viewer attaching a second later, after 120 fast steps,
+    was sent the whole run as live events ("started", notifications of old warnings) instead of
+    a catch-up ("attached at step 120"). Found as a flaky dashboard test, failing when the
+    machine was quick."""
+    from chargpt_tui.host.catch_up import CatchUp
+
+    frames = CatchUp(RunJournal(), max_age_s=60.0)  # (a long age: the shared encoding is reused)
+    assert frames.for_new_viewer() == [b""]  # before the start: nothing to catch up on
+    started = ev.RunStarted(0, 0.0, 100, 1000, 10, "text", 100, "cpu", "cpu", "float32", 1, "2", None, False, 1.0,
+                            {}, {}, (), ())
+    frames.add(started, 1.0)
+    frames.add(ev.StepsDone(2, 0.1, (1, 2), (3.0, 2.9), 1e-3, 1000.0, 5.0), 2.0)
+    late = [protocol.decode(line) for chunk in frames.for_new_viewer() for line in chunk.splitlines()]
+    assert late[0]["type"] == "event" and late[0]["event"]["event"] == started.kind and late[0]["replay"] is True
+    assert late[0]["event"]["iter"] == 2  # the run as it is now, its history inside
+    assert all(frame["replay"] for frame in late)

@@ -50,7 +50,10 @@ class CatchUp:
         """The catch-up (one shared bytes object), then the live frames that came after it."""
         now = time.monotonic()
         encoded = self._encoded
-        if encoded is None or now - encoded[1] > self.max_age_s or not self._covers(encoded[0]):
+        # (an encoding from before the run started is empty: reused, it would send the run's
+        # start and everything since as live events, not as a catch-up)
+        empty_before_start = encoded is not None and not encoded[2] and self.journal.started is not None
+        if encoded is None or empty_before_start or now - encoded[1] > self.max_age_s or not self._covers(encoded[0]):
             frames = b"".join(protocol.encode(protocol.event_frame(event, at, replay=True))
                               for event, at in self.journal.catch_up())
             encoded = self._encoded = (self.seq, now, frames)
