@@ -21,11 +21,12 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 from textual.worker import WorkerState
 
-from chargpt_tui.dashboard.app import DETACHED, ChargptApp
+from chargpt_tui.dashboard.app import ChargptApp
+from chargpt_tui.dashboard.leaving import DETACHED
 from chargpt_tui.dashboard.screens import GenerateScreen, HelpScreen, QuitScreen
 from chargpt_tui.wire.run_link import RunOnDisk
+from model import checkpointing as checkpointing_module
 from model import events as ev
-from model import trainer as trainer_module
 from model.checkpoint import load_checkpoint
 from model.data import Corpus
 from model.gpt import GPT
@@ -256,7 +257,7 @@ async def test_d_detaches_and_training_goes_on(dashboard: Dashboard) -> None:
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
         await pilot.press("d")  # from the question, as from the dashboard
-    assert app.outcome == DETACHED and app.return_value == 0
+    assert app.leaving.outcome == DETACHED and app.return_value == 0
     at = run.trainer.iter
     deadline = asyncio.get_running_loop().time() + 30
     while run.trainer.iter < at + 20:
@@ -400,7 +401,7 @@ async def test_a_nan_loss_holds_the_dashboard_paused_and_saves_nothing(dashboard
 
 async def test_a_failed_save_is_reported_and_training_goes_on(dashboard: Dashboard, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = trainer_module.save_checkpoint
+    real_save = checkpointing_module.save_checkpoint
     calls = []
 
     def disk_full_after_the_first(*args: object, **kwargs: object) -> None:
@@ -409,7 +410,7 @@ async def test_a_failed_save_is_reported_and_training_goes_on(dashboard: Dashboa
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", disk_full_after_the_first)
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", disk_full_after_the_first)
     app, run = dashboard(max_iters=30, eval_interval=10)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.state == "finished")

@@ -14,9 +14,9 @@ from helpers import tiny_configs
 from model import events as ev
 from model.checkpoint import load_checkpoint
 from model.data import Corpus
+from model.evaluation import FIRST_EVAL_BATCHES
 from model.optim import lr_at
 from model.rundir import RunDir
-from model.evaluation import FIRST_EVAL_BATCHES
 from model.trainer import Trainer
 
 

@@ -111,7 +111,7 @@ def attach_command(args: argparse.Namespace) -> int:
         link.close()
         raise UsageError(f"attach shows the dashboard and needs a terminal; the run's log is {run_dir / 'train.log'}"
                          f" (or watch it in a browser: {PROG} serve {run_dir})")
-    from chargpt_tui.dashboard.app import run_app
+    from chargpt_tui.dashboard.session import run_app
 
     return run_app(link, read_only=args.read_only, browser=args.browser)
 

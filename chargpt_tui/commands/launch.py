@@ -73,7 +73,7 @@ def launch_dashboard(argv: list[str], run_dir: Path, preset: str | None, on_hang
         return EXIT_INTERRUPTED
     if code is not None:
         return code
-    from chargpt_tui.dashboard.app import run_app
+    from chargpt_tui.dashboard.session import run_app
 
     client = RunClient(run_dir)
     try:
