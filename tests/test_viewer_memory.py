@@ -116,13 +116,16 @@ def test_a_stale_payload_is_not_handed_out_and_a_new_one_is_taken_once_it_is_let
         def submit(self, work: Any) -> None:
             work()
 
-    class Trainer:
+    class Steering:
         def snapshot(self, encode: Any) -> Any:
             class Done:
                 def result(self, timeout: float) -> memoryview:
                     taken.append(1)
                     return memoryview(bytes([len(taken)]) * 10)
             return Done()
+
+    class Trainer:
+        steering = Steering()
 
     snaps = Snapshots(Trainer(), Inline(), lambda f, *a: f(*a), lambda w, p, e: delivered.append((w, p)))  # type: ignore[arg-type]
     snaps.ask("a")
