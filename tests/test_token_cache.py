@@ -15,6 +15,7 @@ import torch
 import model.text_stream as text_stream
 import model.token_cache as token_cache
 from model.data import Corpus, CorpusError
+from model.id_file import IdFile
 from model.token_cache import FORMAT_VERSION, TokenCache
 from model.tokenizer import CharTokenizer
 
@@ -93,7 +94,7 @@ def test_direct_and_plain_writes_give_the_in_memory_ids(
 ) -> None:
     """O_DIRECT (aligned blocks from a staging buffer, the last partial block plainly) or not."""
     monkeypatch.setattr(token_cache, "USE_DIRECT_IO", direct)
-    monkeypatch.setattr(token_cache._IdFile, "STAGE", 8192)  # many full stages, then a partial block
+    monkeypatch.setattr(IdFile, "STAGE", 8192)  # many full stages, then a partial block
     monkeypatch.setattr(text_stream, "CHUNK_BYTES", 5000)
     path = tmp_path / "t.txt"
     path.write_bytes(adversarial_bytes(3, n=30_001))
@@ -212,7 +213,7 @@ def test_a_failed_build_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.Monk
     def fail(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(token_cache, "_write_atomically", fail)
+    monkeypatch.setattr(token_cache, "write_text_atomically", fail)
     with pytest.raises(token_cache.CacheWriteError, match="No space left on device"):
         TokenCache.open_or_build(path, folder)
     assert not list(folder.glob("*.json")) and not list(folder.glob("*.tmp"))
