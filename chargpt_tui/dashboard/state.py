@@ -151,7 +151,8 @@ class RunState:
             return
         if busy is not None:
             self._set(busy)
-            self.detail = detail
+            if not self.diverged:  # what a divergence says stays on screen (a refused save, say)
+                self.detail = detail
             return
         if self.pause_requested:
             self._set("paused" if self.loop_paused or self.diverged else "pausing")
