@@ -1,6 +1,7 @@
 """Configuration dataclasses for the model and the training loop, and the named presets.
 
-Defaults are the seed's hyperparameters (``../shared/seed/gpt-from-scratch.md``).
+The dataclasses' defaults are the seed's hyperparameters (the lecture's model, as its single
+script trains it); `default_preset` says which preset a run without --preset takes on a device.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=f"{PROG} bench",
         description="Time training steps and generation at the given settings (default: the seed's) "
-        "and print one JSON object, keyed like ../shared/bench/seed_reference.py bench's output.",
+        "and print one JSON object, keyed like the seed script's own benchmark output.",
     )
     p.add_argument("--text", metavar="TEXT", default=None,
                    help="text file to load and train on (default: the built-in corpus)")
