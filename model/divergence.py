@@ -35,6 +35,7 @@ class Divergence:
         if self.message is not None:
             return
         kept = self.checkpoints.kept()
+        self.steering.broken = True  # resuming these weights is refused, whichever the mode
         if self.mode == "stop":
             self.message = f"{what}; training stopped; {kept}"
             raise TrainingDiverged(self.message)

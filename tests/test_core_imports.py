@@ -73,3 +73,26 @@ def test_a_viewer_never_loads_pytorch(tmp_path) -> None:  # noqa: ANN001
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_host_process_never_loads_textual(tmp_path) -> None:  # noqa: ANN001
+    """A run's host (here headless, through the command line, as `chargpt-tui TEXT` starts it)
+    trains, saves and serves viewers without Textual: it would cost the run memory and start-up."""
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, " * 200, encoding="utf-8")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from chargpt_tui.commands.cli import main
+
+        status = main([{str(text)!r}, "--headless", "--n-embed", "16", "--n-layers", "1", "--n-heads", "2",
+                       "--block-size", "8", "--batch-size", "2", "--max-iters", "2", "--eval-interval", "1",
+                       "--eval-iters", "1", "--device", "cpu", "--out-dir", {str(tmp_path / "run")!r}])
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("textual", "textual_plotext", "textual_serve"))
+        print(status, loaded[:5])
+        sys.exit(1 if loaded or status else 0)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "run" / "ckpt.pt").exists()
