@@ -269,7 +269,7 @@ def main() -> None:
                           f"{peak_rss:.0f} -> {trainer.rss_mb():.0f} MB; fds {quiet_fds} -> {peak_fds}{cut}",
                           flush=True)
             finally:
-                trainer.steering.stop()
+                trainer.stop()
     left = subprocess.run(["pgrep", "-f", "chargpt_tui .*--threads 1"], capture_output=True, text=True).stdout.split()
     print(f"processes left behind: {len(left)}")
 
