@@ -58,6 +58,7 @@ async def test_the_dashboard_handles_every_kind_of_event(corpus: Corpus, tmp_pat
     """A renamed or new event cannot be dropped without a sound: each kind, handed to a dashboard
     attached to a live run (one that has not started training), changes what it shows: a state,
     a line, a point, a sample, a figure."""
+    from chargpt_tui.dashboard.app import RunReported
     from chargpt_tui.wire.run_link import EventReported
 
     model_config, train_config = tiny_configs(corpus)
@@ -65,7 +66,7 @@ async def test_the_dashboard_handles_every_kind_of_event(corpus: Corpus, tmp_pat
     run_dir.prepare()
     with ServedRun(Trainer(corpus, model_config, train_config, run_dir=run_dir), start=False) as run:
         app = ChargptApp(run.client())
-        assert set(app._event_handlers) == set(ev.BY_KIND.values())
+        assert set(app.view._handlers) == set(ev.BY_KIND.values())
 
         def shown() -> tuple:
             return (app.state, app.status.detail, len(app.chart.raw), len(app.chart.evals), len(app.messages.lines),
@@ -78,7 +79,7 @@ async def test_the_dashboard_handles_every_kind_of_event(corpus: Corpus, tmp_pat
                 await pilot.pause(0.05)
             for event in one_of_each_kind():
                 before = shown()
-                app._on_event_reported(EventReported(event, time.time(), False))
+                app.on_run_reported(RunReported(EventReported(event, time.time(), False)))
                 await pilot.pause()
                 assert shown() != before, type(event).__name__
 
