@@ -140,7 +140,7 @@ class Trainer:
                 torch.manual_seed(hash((train_config.seed, group.rank, self.iter)) & (2**63 - 1))
         self._flush_now = False
 
-    # ---- controls: `steering` (model/steering.py) takes them, from any thread ----------------
+    # ---- listeners: events go out through `reports`; controls come in through `steering` ------
     def add_listener(self, listener: Listener) -> None:
         self.reports.add_listener(listener)
 
