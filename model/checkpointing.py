@@ -28,16 +28,15 @@ class Checkpoints:
         """Write ckpt.pt (and best.pt: `best`) atomically, and report it, or why it failed."""
         assert self.run_dir is not None
         path = self.run_dir.ckpt_path
-        time_s = self.reports.clock.time_s()
         try:
             save_checkpoint(state, path, also=self.run_dir.best_path if best else None)
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self.last_error = exc.strerror or str(exc)
-            self.reports.emit(ev.CheckpointFailed(it, time_s, str(path), self.last_error))
+            self.reports.emit(ev.CheckpointFailed(it, self.reports.clock.time_s(), str(path), self.last_error))
             return
         self.last_saved_iter = it
         self.last_error = None
-        self.reports.emit(ev.CheckpointSaved(it, time_s, str(path), reason, best))
+        self.reports.emit(ev.CheckpointSaved(it, self.reports.clock.time_s(), str(path), reason, best))
 
     def refuse(self, it: int) -> None:
         """Broken weights: not saved, and said so."""

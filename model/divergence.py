@@ -19,9 +19,13 @@ class TrainingDiverged(RuntimeError):
 
 
 class Divergence:
-    def __init__(self, mode: str, checkpoints: Checkpoints, steering: Steering, reports: Reporter) -> None:
+    @staticmethod
+    def check(mode: str) -> None:
         if mode not in MODES:
             raise ValueError("on_divergence is 'stop' or 'pause'")
+
+    def __init__(self, mode: str, checkpoints: Checkpoints, steering: Steering, reports: Reporter) -> None:
+        self.check(mode)
         self.mode, self.checkpoints, self.steering, self.reports = mode, checkpoints, steering, reports
         self.message: str | None = None  # what happened, and what is kept; None while all is well
 

@@ -75,13 +75,11 @@ class Trainer:
         on_divergence: str = "stop",
         group: ProcessGroup | None = None,
     ) -> None:
+        Divergence.check(on_divergence)
         world = group.world_size if group is not None else 1
         check_run(model_config, train_config, corpus.tokenizer.vocab_size, world)
         corpus.check_block_size(model_config.block_size)
-        self.corpus = corpus
-        self.model_config = model_config
-        self.config = train_config
-        self.run_dir = run_dir
+        self.corpus, self.model_config, self.config, self.run_dir = corpus, model_config, train_config, run_dir
         self.group = group
         self.is_main = group is None or group.is_main  # the process that samples, saves and reports
         self._rows = group.rows(train_config.batch_size) if group is not None else None  # of each batch
@@ -139,6 +137,7 @@ class Trainer:
             if not group.is_main:  # dropout: other masks than rank 0's (whose stream is the checkpoint's)
                 torch.manual_seed(hash((train_config.seed, group.rank, self.iter)) & (2**63 - 1))
         self._flush_now = False
+        self.clock.start()  # (and again when the loop starts)
 
     # ---- listeners: events go out through `reports`; controls come in through `steering` ------
     def add_listener(self, listener: Listener) -> None:

@@ -1,5 +1,5 @@
 """Bad input gets one clear line on stderr and exit status 2, no traceback, nothing written;
-valid but unusual text trains. Through `chargpt_tui.cli.main` (what the `chargpt-tui` script
+valid but unusual text trains. Through `chargpt_tui.commands.cli.main` (what the `chargpt-tui` script
 calls) for the long matrix of flags, and through the real script, headless and on a terminal,
 for the rest."""
 

@@ -1,4 +1,4 @@
-"""chargpt_tui/headless.py: the log lines of a run without a terminal."""
+"""chargpt_tui/host/headless.py: the log lines of a run without a terminal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A browser tab's viewer process (chargpt_tui/serve_tabs.py) always ends with its tab."""
+"""A browser tab's viewer process (chargpt_tui/browser/serve_tabs.py) always ends with its tab."""
 
 from __future__ import annotations
 

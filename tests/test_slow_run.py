@@ -1,4 +1,4 @@
-"""chargpt_tui/slow_run.py: the hint, once, that a CPU run will take long and a preset fits."""
+"""chargpt_tui/host/slow_run.py: the hint, once, that a CPU run will take long and a preset fits."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from model.data import Corpus
     from model.tokenizer import CharTokenizer
 
+
 def prepare_training(
     args: argparse.Namespace, create_run_dir: bool = True
 ) -> tuple[Corpus, GPTConfig, TrainConfig, RunDir, dict[str, Any] | None]:

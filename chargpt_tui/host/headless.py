@@ -103,7 +103,7 @@ class HeadlessPrinter:
 
     def _on_eval_done(self, e: ev.EvalDone) -> None:
         line = f"step {e.iter}: train loss {e.train_loss:.4f}, val loss {e.val_loss:.4f}"
-        if 0 < e.batches < self.eval_iters:  # step 0's, bounded (model/trainer.py: eval_batches)
+        if 0 < e.batches < self.eval_iters:  # step 0's, bounded (model/evaluation.py: Evaluator.batches)
             line += f" ({e.batches} batches: a first look)"
         if self._step_s > 0:
             line += f" | {si(self._tokens / self._step_s)} tokens/s, {self._ms_per_step:.1f} ms/step"

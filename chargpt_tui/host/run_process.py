@@ -47,7 +47,7 @@ def train_here(
     when training ends the process stays while viewers are attached (their g, s and e still
     work, as on the dashboard that started it) and leaves with the last one.
 
-    group: this is rank 0 of a torchrun job (chargpt_tui/torchrun.py). viewer_on_terminal: open
+    group: this is rank 0 of a torchrun job (chargpt_tui/commands/torchrun.py). viewer_on_terminal: open
     the dashboard on this terminal, as a viewer process of its own, once viewers can attach;
     this process's lines then go to <run>/train.log.
     """
