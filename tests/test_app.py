@@ -110,6 +110,15 @@ async def test_panels_fill_and_the_chart_receives_points(dashboard: Dashboard) -
             region = widget.region
             assert region.width > 0 and region.height > 0
             assert region.right <= SIZE[0] and region.bottom <= SIZE[1]
+        # the keys that zoom and pan the chart's iterations
+        await pilot.press("plus")
+        assert app.chart.window.span(app.chart.last_iter) == (20.0, 40.0)
+        await pilot.press("left_square_bracket")
+        assert app.chart.window.span(app.chart.last_iter) == (10.0, 30.0)
+        await pilot.press("right_square_bracket", "minus")
+        assert not app.chart.window.zoomed
+        await pilot.press("plus", "0")
+        assert not app.chart.window.zoomed
 
 
 async def test_pause_stops_training_and_resume_continues(dashboard: Dashboard) -> None:

@@ -68,6 +68,11 @@ class ChargptApp(App[int]):
         Binding("g", "generate", "Generate"),
         Binding("e", "evaluate", "Eval"),
         Binding("l", "log_scale", "Log y"),
+        Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False),  # the chart's x range
+        Binding("minus", "zoom(2.0)", "Zoom out", show=False),
+        Binding("left_square_bracket", "pan(-0.5)", "Pan back", show=False),
+        Binding("right_square_bracket", "pan(0.5)", "Pan on", show=False),
+        Binding("0", "show_all", "Whole run", show=False),
         Binding("d", "detach", "Detach"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "stop_and_quit", "Stop and quit", show=False, priority=True),
@@ -314,6 +319,15 @@ class ChargptApp(App[int]):
     def action_log_scale(self) -> None:
         log = self.chart.toggle_log_scale()
         self.notify(f"loss axis: {'logarithmic' if log else 'linear'}", timeout=2)
+
+    def action_zoom(self, factor: float) -> None:
+        self.chart.zoom(factor)
+
+    def action_pan(self, fraction: float) -> None:
+        self.chart.pan(fraction)
+
+    def action_show_all(self) -> None:
+        self.chart.reset_view()
 
     def action_generate(self) -> None:
         # One prompt screen for the whole session, installed rather than pushed fresh: it is

@@ -14,6 +14,8 @@ KEYS = (
     ("g", "generate text from the model as it is now"),
     ("e", "evaluate train and val loss now"),
     ("l", "log / linear loss axis"),
+    ("+, -", "zoom the chart's iterations in / out (or the mouse wheel)"),
+    ("[, ]", "pan a zoomed chart back / on; 0: the whole run"),
     ("d", "detach: close the dashboard, training goes on"),
     ("q", "quit; while training, asks: stop the run, or detach"),
     ("ctrl+q, ctrl+c", "stop the run with a checkpoint, then quit"),

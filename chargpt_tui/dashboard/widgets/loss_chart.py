@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from typing import Any
@@ -15,6 +16,11 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from model.history import LossHistory
+
+from .x_window import XWindow
+
+ZOOM_STEP = 0.5  # a key zooms in to half the iterations shown (or out to twice); the wheel by less
+WHEEL_STEP = 0.8
 
 
 class SmoothedLoss:
@@ -59,6 +65,7 @@ class LossChart(PlotextPlot):
         self._smoother = SmoothedLoss()
         self.evals: list[tuple[int, float, float]] = []  # (iter, train, val)
         self.log_scale = False
+        self.window = XWindow()  # which iterations are shown (zoom and pan)
         self.redraws = 0  # how often the plot was rebuilt (tests and diagnostics)
         self._dirty = True
         self._render_key: tuple[object, ...] = ()
@@ -109,6 +116,42 @@ class LossChart(PlotextPlot):
     def points(self) -> int:
         return len(self.raw) + len(self.evals)
 
+    # ---- zoom and pan --------------------------------------------------------------------------
+    @property
+    def last_iter(self) -> float:
+        last = self.raw.iters[-1] if len(self.raw) else 0.0
+        return max(last, self.evals[-1][0]) if self.evals else last
+
+    def zoom(self, factor: float, at: float | None = None) -> None:
+        """Show `factor` times as many iterations (below 1: zoom in), around iteration `at`."""
+        self.window.zoom(factor, self.last_iter, at)
+        self._dirty = True
+        self.draw_now()
+
+    def pan(self, fraction: float) -> None:
+        """Move a zoomed window by `fraction` of its width (below 0: back)."""
+        self.window.pan(fraction, self.last_iter)
+        self._dirty = True
+        self.draw_now()
+
+    def reset_view(self) -> None:
+        self.window.reset()
+        self._dirty = True
+        self.draw_now()
+
+    def on_mouse_scroll_up(self, event: Any) -> None:
+        """The wheel zooms in at the iteration under the pointer (out: scroll down)."""
+        self.zoom(WHEEL_STEP, self._iteration_at(event.x))
+        event.stop()
+
+    def on_mouse_scroll_down(self, event: Any) -> None:
+        self.zoom(1 / WHEEL_STEP, self._iteration_at(event.x))
+        event.stop()
+
+    def _iteration_at(self, x: int) -> float:
+        lo, hi = self.window.span(self.last_iter)
+        return lo + (hi - lo) * min(max(x / max(1, self.size.width), 0.0), 1.0)
+
     # ---- drawing -------------------------------------------------------------------------------
     def render(self) -> RenderResult:
         # PlotextPlot.render rebuilds the whole figure each time it is called, also when nothing
@@ -154,27 +197,35 @@ class LossChart(PlotextPlot):
         plt.clear_figure()
         plt.yscale("log" if self.log_scale else "linear")
         width = max(10, self.size.width)
-        last_iter = 0.0
+        lo, hi = self.window.span(self.last_iter)
         if len(self.raw):
-            step = max(1, len(self.raw) // (2 * width))  # braille: two dots a column is enough
+            iters, raw, smooth = _within(lo, hi, self.raw.iters, self.raw.losses, self.smooth.losses)
+            step = max(1, len(iters) // (2 * width))  # braille: two dots a column is enough
             # each step's loss a dot, not joined: a noisy series joined up is a solid band, and
             # plotext's line drawing was a third of a redraw's time
-            plt.scatter(self.raw.iters[::step], self.raw.losses[::step], marker="braille", color="gray")
-            plt.plot(self.smooth.iters[::step], self.smooth.losses[::step], marker="braille", color="cyan")
-            last_iter = self.raw.iters[-1]
+            plt.scatter(iters[::step], raw[::step], marker="braille", color="gray")
+            plt.plot(iters[::step], smooth[::step], marker="braille", color="cyan")
         legend = "[gray]train[/] [cyan]smoothed[/]"
         if self.evals:
-            plt.plot([e[0] for e in self.evals], [e[2] for e in self.evals], marker="dot", color="orange")
+            evals = [e for e in self.evals if lo <= e[0] <= hi]
+            # in Braille too (4 levels a row): in whole cells a line falling from 2.08 to 1.83
+            # over eight rows read as flat steps
+            plt.plot([e[0] for e in evals], [e[2] for e in evals], marker="braille", color="orange")
             best = min(self.evals, key=lambda e: e[2])
-            plt.scatter([best[0]], [best[2]], marker="x", color="red")
+            if lo <= best[0] <= hi:
+                plt.scatter([best[0]], [best[2]], marker="x", color="red")
             legend += f" [orange1]val[/] [red]x best {best[2]:.3f} @{best[0]:,}[/]"
-            last_iter = max(last_iter, self.evals[-1][0])
-        if last_iter > 0:
-            ticks = _nice_ticks(last_iter, max(2, width // 12))
+        if hi > 0:
+            ticks = _nice_ticks(hi, max(2, width // 12), lo)
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
+        if self.window.zoomed and hi > lo:
+            plt.xlim(lo, hi)
         title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
         if title != self.border_title:
             self.border_title = title
+        subtitle = f"iteration {lo:,.0f}-{hi:,.0f} · 0 shows all" if self.window.zoomed else "iteration"
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
         self.redraws += 1
         self._new_steps = 0
         self._last_redraw = time.monotonic()
@@ -225,9 +276,18 @@ def _hashable(colour: Any) -> Any:
     return tuple(colour) if isinstance(colour, list) else colour
 
 
-def _nice_ticks(top: float, most: int) -> list[float]:
-    """Round-numbered ticks from 0 to top: steps of 1, 2 or 5 times a power of ten."""
-    raw = top / most
+def _within(lo: float, hi: float, iters: list[float], *series: list[float]) -> tuple[list[float], ...]:
+    """The points whose iteration is in [lo, hi] (iterations ascend), of each series."""
+    start, stop = bisect.bisect_left(iters, lo), bisect.bisect_right(iters, hi)
+    return (iters[start:stop], *(s[start:stop] for s in series))
+
+
+def _nice_ticks(top: float, most: int, bottom: float = 0.0) -> list[float]:
+    """Round-numbered ticks from bottom to top, about `most` of them: steps of 1, 2 or 5 times a
+    power of ten, and at least one iteration (at step 1, ticks at 0.2, 0.4, ... were labelled
+    `0  0  0  1  1`)."""
+    raw = (top - bottom) / most
     magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    return [i * step for i in range(int(top // step) + 1)]
+    step = max(1, next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw))
+    first = math.ceil(bottom / step)
+    return [float(i * step) for i in range(first, int(top // step) + 1)]
