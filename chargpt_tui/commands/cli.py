@@ -87,7 +87,7 @@ def train_command(args: argparse.Namespace, argv: list[str]) -> int:
 
         tune_malloc()
     prepared = prepare_training(args)
-    preset = args.preset or ("seed" if not args.resume else None)
+    preset = args.preset or ("seed" if not (args.resume or args.fork) else None)
     if here:
         from chargpt_tui.host.run_process import train_here
 
@@ -98,7 +98,7 @@ def train_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     run_dir = prepared[3].path
     del prepared  # the text and the checkpoint are the training process's to load
-    return launch_dashboard(argv, run_dir, preset or "resumed", args.on_hangup)
+    return launch_dashboard(argv, run_dir, preset or ("forked" if args.fork else "resumed"), args.on_hangup)
 
 
 # ---- runs that train elsewhere: attach and list ------------------------------------------------

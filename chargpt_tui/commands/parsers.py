@@ -113,8 +113,12 @@ def train_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("running")
     _add_device_flags(r)
     r.add_argument("--out-dir", metavar="DIR",
-                   help="run directory (default: runs/<text>-<time>; on resume: the checkpoint's)")
+                   help="run directory (default: runs/<text>-<time>; on resume: the checkpoint's; "
+                   "a fork's: beside its parent)")
     r.add_argument("--resume", metavar="CKPT", help="continue training from a checkpoint")
+    r.add_argument("--fork", metavar="RUN_DIR[@best|@latest]",
+                   help="start a new run from another run's checkpoint (latest unless @best), with the "
+                   "flags given changed (not the model's shape; dropout may change)")
     _add_cache_flag(r)
     r.add_argument("--headless", action="store_true", help="plain log lines instead of the dashboard")
     r.add_argument("--on-hangup", choices=("detach", "stop"), default="detach",

@@ -50,7 +50,7 @@ def train_rank(args: argparse.Namespace, argv: list[str]) -> int:
         if main:
             print(f"{PROG}: restart {restarts} of this job: resuming from {latest}", file=sys.stderr)
         args.resume = str(latest)
-        args.preset = None
+        args.preset = args.fork = None  # (a fork's parent is in its config.json already)
     if not main:
         _follow_signals(rank)
     from model.device import choose_device, tune_malloc

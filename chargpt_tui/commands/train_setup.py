@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +31,31 @@ def prepare_training(
 
     overrides = {name: getattr(args, name) for name in (*MODEL_FLAGS, *TRAIN_FLAGS)}
     resume_state = None
-    if args.resume:
+    fork = getattr(args, "fork", None)
+    if args.resume and fork:
+        raise UsageError("--resume and --fork: one or the other (resume goes on in the same run directory, "
+                         "a fork starts a new one)")
+    if args.resume or fork:
+        flag = "--resume" if args.resume else "--fork"
         if args.preset:
-            raise UsageError("--preset cannot be combined with --resume (the checkpoint has its settings)")
-        resume_state = load_checkpoint(args.resume)
+            raise UsageError(f"--preset cannot be combined with {flag} (the checkpoint has its settings)")
+        if fork:
+            from .fork import CHECKPOINTS, FORKABLE_MODEL_FLAGS, fork_state, parse_fork
+
+            parent_dir, which = parse_fork(fork)
+            resume_state = fork_state(load_checkpoint(parent_dir / CHECKPOINTS[which]), parent_dir, which)
+            changeable: tuple[str, ...] = FORKABLE_MODEL_FLAGS
+        else:
+            changeable = ()
+            resume_state = load_checkpoint(args.resume)
         model_config, saved_train = configs_from_checkpoint(resume_state)
-        changed = [f"--{n.replace('_', '-')}" for n in MODEL_FLAGS
-                   if overrides[n] is not None and overrides[n] != getattr(model_config, n)]
+        changed = [f"--{n.replace('_', '-')}" for n in MODEL_FLAGS if n not in changeable
+                   and overrides[n] is not None and overrides[n] != getattr(model_config, n)]
         if changed:
-            raise UsageError(f"{', '.join(changed)} cannot change when resuming (the model's shape is fixed)")
+            how = "when resuming" if args.resume else "in a fork"
+            raise UsageError(f"{', '.join(changed)} cannot change {how} (the model's shape is fixed)")
+        model_config = replace(model_config, **{n: overrides[n] for n in changeable
+                                                if overrides[n] is not None})
         tokenizer = CharTokenizer(resume_state["vocab"])
         corpus = _load_corpus(args.text, tokenizer, resume_state, args.cache_dir)
         train_config = TrainConfig(**{**asdict(saved_train), **{k: v for k, v in overrides.items()
@@ -47,7 +63,7 @@ def prepare_training(
         train_config.validate()
         at, due_done = int(resume_state["iter"]), bool(resume_state.get("due_done", True))
         # a checkpoint stopped during its last evaluation resumes to do just that
-        if train_config.max_iters < at or (train_config.max_iters == at and due_done):
+        if train_config.max_iters < at or (train_config.max_iters == at and (due_done or fork)):
             raise UsageError(
                 f"the checkpoint is at step {resume_state['iter']}, which is not before --max-iters "
                 f"{train_config.max_iters}; pass a larger --max-iters to train on"
@@ -66,6 +82,8 @@ def prepare_training(
         out_dir = Path(args.out_dir)
     elif args.resume:
         out_dir = Path(args.resume).resolve().parent
+    elif fork:  # beside its parent, where a list of those runs finds it
+        out_dir = RunDir.default_path(corpus.name, root=parent_dir.parent)
     else:
         out_dir = RunDir.default_path(corpus.name)
     run_dir = RunDir(out_dir)

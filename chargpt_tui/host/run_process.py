@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chargpt_tui import __version__
-from chargpt_tui.wire.runs import save_journal_cache
+from chargpt_tui.wire.runs import read_config, save_journal_cache
 from chargpt_tui.wire.runtime import RunLock, remove_stale_server, runtime_dir
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
@@ -72,7 +72,7 @@ def train_here(
         trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, resume=resume_state,
                           event_interval_s=0.5, on_divergence=on_divergence,
                           group=group)
-        run_dir.write_config(run_config(trainer, preset, resumed_from, command))
+        run_dir.write_config(run_config(trainer, preset, resumed_from, command, _parent(resume_state, run_dir.path)))
         metrics = MetricsLog(run_dir.metrics_path)
         trainer.add_listener(metrics)
         peak = peak_flops(trainer.device, trainer.dtype, model_matmul_shapes(model_config, train_config.batch_size))[0]
@@ -95,8 +95,20 @@ def train_here(
         lock.release()
 
 
-def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, command: list[str]) -> dict[str, Any]:
-    """What config.json holds."""
+def _parent(resume_state: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
+    """The run a fork started from (commands/fork.py): named by the fork's checkpoint state, and
+    when the fork is resumed, by the config.json it wrote then."""
+    if resume_state is None:
+        return None
+    if "forked_from" in resume_state:
+        return dict(resume_state["forked_from"])
+    parent = read_config(run_dir).get("parent")
+    return parent if isinstance(parent, dict) else None
+
+
+def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, command: list[str],
+               parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What config.json holds. parent: a fork's {"path", "checkpoint" (best or latest), "iter"}."""
     from model.device import describe_device
 
     corpus = trainer.corpus
@@ -116,6 +128,7 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
                    "cache": str(corpus.cache.npy_path) if corpus.cache is not None else None},
         "vocab": "".join(corpus.tokenizer.chars),
         "resumed_from": resumed_from,
+        **({"parent": parent} if parent else {}),
         "processes": {"world_size": trainer.group.world_size, "backend": trainer.group.backend}
         if trainer.group is not None else {"world_size": 1},
         "command": command,

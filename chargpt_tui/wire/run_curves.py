@@ -1,0 +1,134 @@
+"""A run's curves for comparing runs: training loss per step (thinned, with its training time),
+validation loss per evaluation and the latest sample, read from metrics.jsonl and kept up to
+date by reading what was appended since (a running run's curve stays live).
+
+A reader of the file, not a viewer of the run: the training process never knows, never waits.
+Bounded as the dashboard's chart is: LossHistory keeps a whole run in at most max_points points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from model.history import LossHistory
+
+# A step line as MetricsLog writes it (runs.py reads the same way: json.loads on each of a long
+# run's hundreds of thousands of lines would take seconds)
+_STEP = re.compile(rb'"iter": (\d+), "time_s": ([-0-9.e]+), "loss": ([^,]+), "lr": ([^}]+)}')
+MAX_SAMPLE = 2000  # characters of the latest sample kept
+
+
+class RunCurves:
+    def __init__(self, path: Path, max_points: int = 4000) -> None:
+        self.path = Path(path)
+        self.steps = LossHistory(max_points)  # (iter, loss)
+        self.times = LossHistory(max_points)  # (iter, training time in s): thinned alike, point for point
+        self.evals: list[tuple[int, float, float]] = []  # (iter, training time, val loss)
+        self.sample = ""
+        self.sample_iter: int | None = None
+        self._offset = 0
+        self._size = -1
+
+    def update(self) -> bool:
+        """Read what was appended since the last call; True if anything was."""
+        metrics = self.path / "metrics.jsonl"
+        try:
+            size = os.stat(metrics).st_size
+        except OSError:
+            return False
+        if size == self._size:
+            return False
+        if size < self._offset:  # the file was replaced: start again
+            self.__init__(self.path, self.steps.max_points)  # type: ignore[misc]
+        with open(metrics, "rb") as f:
+            f.seek(self._offset)
+            data = f.read(size - self._offset)
+        end = data.rfind(b"\n") + 1  # a line being written: read next time
+        self._offset += end
+        self._size = size if end == len(data) else -1
+        self._read(data[:end])
+        return end > 0
+
+    def _read(self, data: bytes) -> None:
+        block: list[bytes] = []
+        for line in data.split(b"\n"):
+            if line.startswith(b'{"event": "step"'):
+                block.append(line)
+                continue
+            if not line.strip():
+                continue
+            self._steps(block)
+            block = []
+            self._other(line)
+        self._steps(block)
+
+    def _steps(self, block: list[bytes]) -> None:
+        if not block:
+            return
+        found = _STEP.findall(b"\n".join(block))
+        iters, times, losses = [], [], []
+        for it, time_s, loss, _ in found:
+            value = _number(loss)
+            if math.isfinite(value):  # a diverged step's loss is no point on a chart
+                iters.append(float(it))
+                times.append(float(time_s))
+                losses.append(value)
+        self.steps.extend(iters, losses)
+        self.times.extend(iters, times)
+
+    def _other(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(record, dict):
+            return
+        kind = record.get("event")
+        try:
+            if kind == "eval" and isinstance(record.get("val_loss"), (int, float)):
+                self.evals.append((int(record["iter"]), float(record.get("time_s", 0.0)), float(record["val_loss"])))
+            elif kind == "start":  # a resumed segment: what followed its checkpoint was done again
+                at = int(record.get("iter", 0))
+                self.steps.truncate_after(at)
+                self.times.truncate_after(at)
+                self.evals = [e for e in self.evals if e[0] <= at]
+            elif kind == "sample" and isinstance(record.get("text"), str):
+                self.sample, self.sample_iter = record["text"][:MAX_SAMPLE], int(record.get("iter", 0))
+        except (TypeError, ValueError, KeyError):
+            pass
+
+    # ---- what a chart draws --------------------------------------------------------------------
+    def train_points(self, by_time: bool = False) -> tuple[list[float], list[float]]:
+        """Smoothed training loss (an exponential moving average over the thinned points, bias
+        corrected as the dashboard's is) against iteration or training time."""
+        xs = self.times.losses if by_time else self.steps.iters
+        return list(xs), smooth(self.steps.losses, self.steps.stride)
+
+    def val_points(self, by_time: bool = False) -> tuple[list[float], list[float]]:
+        return [float(t if by_time else it) for it, t, _ in self.evals], [v for _, _, v in self.evals]
+
+    @property
+    def last_iter(self) -> float:
+        return max(self.steps.iters[-1] if len(self.steps) else 0.0, self.evals[-1][0] if self.evals else 0.0)
+
+
+def smooth(values: list[float], stride: int = 1, beta: float = 0.95) -> list[float]:
+    """Each point stands for `stride` steps: it weighs as much as they would have."""
+    out, average, count = [], 0.0, 0
+    decay = beta**stride
+    for value in values:
+        count += stride
+        average = decay * average + (1 - decay) * value
+        out.append(average / (1 - beta**count))
+    return out
+
+
+def _number(text: bytes) -> float:
+    try:
+        return float(text)
+    except ValueError:  # null: how metrics.jsonl writes NaN
+        return math.nan
