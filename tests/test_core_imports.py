@@ -31,7 +31,8 @@ def test_training_a_step_leaves_textual_out() -> None:
 
 def test_a_viewer_never_loads_pytorch(tmp_path) -> None:  # noqa: ANN001
     """A dashboard attached to a run (here one read from disk, with its device panel, chart and
-    samples drawn) starts without PyTorch: importing it takes seconds and hundreds of MB."""
+    samples drawn), and the runs browser comparing runs, start without PyTorch: importing it
+    takes seconds and hundreds of MB."""
     from helpers import tiny_configs
 
     from model.data import Corpus
@@ -65,7 +66,25 @@ def test_a_viewer_never_loads_pytorch(tmp_path) -> None:  # noqa: ANN001
                     raise SystemExit("the run was not drawn")
                 await pilot.pause(0.5)
 
+        async def browse() -> None:  # the runs browser, its table and the run's curves overlaid
+            from chargpt_tui.runs_browser.app import RunsApp
+
+            app = RunsApp(Path({str(tmp_path)!r}))
+            async with app.run_test(size=(100, 30)) as pilot:
+                for _ in range(400):
+                    await pilot.pause(0.05)
+                    if app.loaded:
+                        break
+                await pilot.press("space")
+                for _ in range(400):
+                    await pilot.pause(0.05)
+                    if app.query_one("#compare-chart").drawn:
+                        break
+                else:
+                    raise SystemExit("the run's curves were not drawn")
+
         asyncio.run(main())
+        asyncio.run(browse())
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
         print(loaded[:5])
         sys.exit(1 if loaded else 0)

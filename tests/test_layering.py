@@ -6,6 +6,7 @@ under TYPE_CHECKING): which part may import which, no import circles, no file ov
     chargpt_tui/host/         the run's process: never Textual, the dashboard or the browser view
     chargpt_tui/dashboard/    the viewer: never the host; its widgets and screens never the app
     chargpt_tui/browser/      serve: never the host or the dashboard (a tab runs `attach` as a process)
+    chargpt_tui/runs_browser/ the runs browser, a viewer too: never the host, serve or the commands
     chargpt_tui/commands/     may import every part
 
 That a viewer never loads PyTorch and the host never loads Textual at run time is checked by
@@ -74,7 +75,9 @@ RULES = [
                           "textual")),
     ("chargpt_tui.host", ("chargpt_tui.dashboard", "chargpt_tui.browser", "chargpt_tui.commands", "textual",
                           "textual_plotext", "textual_serve")),
-    ("chargpt_tui.dashboard", ("chargpt_tui.host", "chargpt_tui.browser", "chargpt_tui.commands")),
+    ("chargpt_tui.dashboard", ("chargpt_tui.host", "chargpt_tui.browser", "chargpt_tui.commands",
+                               "chargpt_tui.runs_browser")),
+    ("chargpt_tui.runs_browser", ("chargpt_tui.host", "chargpt_tui.browser", "chargpt_tui.commands")),
     ("chargpt_tui.dashboard.widgets", ("chargpt_tui.dashboard.app", "chargpt_tui.dashboard.screens",
                                        "chargpt_tui.wire")),
     ("chargpt_tui.dashboard.screens", ("chargpt_tui.dashboard.app",)),

@@ -8,7 +8,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.events import MouseScrollDown, MouseScrollUp
 
-from chargpt_tui.dashboard.widgets.loss_chart import LossChart, _nice_ticks
+from chargpt_tui.dashboard.widgets.loss_chart import LossChart, nice_ticks
 from chargpt_tui.dashboard.widgets.x_window import MIN_WIDTH, XWindow
 
 BRAILLE = range(0x2800, 0x2900)
@@ -32,7 +32,7 @@ def x_labels(chart: LossChart) -> list[str]:
 @pytest.mark.parametrize("top", [1, 2, 3, 7, 10, 33, 999, 12_345])
 @pytest.mark.parametrize("most", [2, 3, 5, 8])
 def test_ticks_are_whole_steps_and_distinct(top: int, most: int) -> None:
-    ticks = _nice_ticks(top, most)
+    ticks = nice_ticks(top, most)
     assert ticks[0] == 0 and ticks[-1] <= top
     assert all(float(t).is_integer() for t in ticks)  # iterations: no 0.2 to be printed as "0"
     labels = [f"{t:,.0f}" for t in ticks]

@@ -188,10 +188,14 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def runs_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} runs", description="List the runs in a folder: state, step, best validation loss, "
-                "training time and text.")
+    p = _Parser(prog=f"{PROG} runs", description="The runs in a folder: state, step, best validation loss, "
+                "training time, text and the settings that differ. On a terminal, a browser of them: sort, "
+                "filter, compare their curves (space), open (Enter), generate (g), fork (f). Piped: a table.")
     p.add_argument("dir", nargs="?", metavar="DIR", help="the folder of run directories (runs)")
     p.add_argument("--json", action="store_true", help="one JSON object per run, a line each")
+    p.add_argument("--plain", action="store_true", help="the table as text, also on a terminal")
+    p.add_argument("--read-only", action="store_true", help="open runs read-only, and start no forks")
+    p.add_argument("--browser", action="store_true", help=argparse.SUPPRESS)  # a tab's browser, started by serve
     return p
 
 

@@ -59,7 +59,7 @@ REATTACH_FIRST_S, REATTACH_MAX_S, REATTACH_RESET_S = 0.5, 30.0, 60.0
 
 
 class ChargptApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "screens.tcss"]
     TITLE = "chargpt-tui"
     BINDINGS = [
         Binding("space,p", "pause", "Pause"),

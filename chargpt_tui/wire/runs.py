@@ -266,9 +266,9 @@ def _number(text: bytes) -> float:
         return math.nan
 
 
-def load_run_model(path: Path) -> GPT:
-    """The latest weights saved in a run directory (ckpt.pt), for generating from."""
+def load_run_model(path: Path, checkpoint: str = "ckpt.pt") -> GPT:
+    """Weights saved in a run directory (the latest, ckpt.pt, or best.pt), for generating from."""
     from model.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model, _ = model_from_checkpoint(load_checkpoint(path / "ckpt.pt"))
+    model, _ = model_from_checkpoint(load_checkpoint(path / checkpoint))
     return model

@@ -33,8 +33,10 @@ class GenerateScreen(ModalScreen[None]):
             super().__init__()
             self.text = text
 
-    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, seed: int = 1337) -> None:
+    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, seed: int = 1337,
+                 source: str = "the model as it is now") -> None:
         super().__init__()
+        self.source = source
         self.snapshot = snapshot
         self.tokenizer = tokenizer
         self.seed = seed
@@ -42,7 +44,7 @@ class GenerateScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="generate-dialog"):
-            yield Label("[b]Generate[/b] from the model as it is now", id="generate-title")
+            yield Label(Text.assemble(("Generate", "bold"), f" from {self.source}"), id="generate-title")
             yield Input(placeholder="prompt (empty: start from a newline)", id="prompt")
             with Horizontal(id="generate-options"):
                 yield Label("tokens")

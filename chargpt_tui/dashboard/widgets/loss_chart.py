@@ -168,14 +168,7 @@ class LossChart(PlotextPlot):
         encode its grid of cells as ANSI escapes (a string built a character at a time) and Rich
         decode them again; a third of a redraw's time. The cells are read from plotext's grid
         instead, with the style the decoded escapes would have (tests/test_widgets.py compares)."""
-        plot = self.plt
-        width, height = self.size
-        plot.plotsize(width, height)
-        plot._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue 5)
-        plot.theme(self._get_plotext_theme_name(self.app.theme))
-        plot._set_sizes()  # plotext's build() without its last step, the ANSI text
-        plot._build_matrix()
-        return PlotCells.from_matrix(plot.monitor.matrix)
+        return plot_cells(self)
 
     def draw_now(self) -> None:
         """Draw what has arrived at once, not at the next tick (a viewer's replayed history: up
@@ -216,7 +209,7 @@ class LossChart(PlotextPlot):
                 plt.scatter([best[0]], [best[2]], marker="x", color="red")
             legend += f" [orange1]val[/] [red]x best {best[2]:.3f} @{best[0]:,}[/]"
         if hi > 0:
-            ticks = _nice_ticks(hi, max(2, width // 12), lo)
+            ticks = nice_ticks(hi, max(2, width // 12), lo)
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
         if self.window.zoomed and hi > lo:
             plt.xlim(lo, hi)
@@ -230,6 +223,18 @@ class LossChart(PlotextPlot):
         self._new_steps = 0
         self._last_redraw = time.monotonic()
         self.refresh()
+
+
+def plot_cells(widget: PlotextPlot) -> PlotCells:
+    """The widget's plot, built at its size and in its theme, as cells."""
+    plot = widget.plt
+    width, height = widget.size
+    plot.plotsize(width, height)
+    plot._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue 5)
+    plot.theme(widget._get_plotext_theme_name(widget.app.theme))
+    plot._set_sizes()  # plotext's build() without its last step, the ANSI text
+    plot._build_matrix()
+    return PlotCells.from_matrix(plot.monitor.matrix)
 
 
 class PlotCells:
@@ -282,7 +287,7 @@ def _within(lo: float, hi: float, iters: list[float], *series: list[float]) -> t
     return (iters[start:stop], *(s[start:stop] for s in series))
 
 
-def _nice_ticks(top: float, most: int, bottom: float = 0.0) -> list[float]:
+def nice_ticks(top: float, most: int, bottom: float = 0.0) -> list[float]:
     """Round-numbered ticks from bottom to top, about `most` of them: steps of 1, 2 or 5 times a
     power of ten, and at least one iteration (at step 1, ticks at 0.2, 0.4, ... were labelled
     `0  0  0  1  1`)."""

@@ -1,0 +1,1 @@
+"""The runs browser: the runs under a folder as a table, compared on one chart, opened, forked."""

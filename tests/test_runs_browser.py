@@ -1,0 +1,207 @@
+"""The runs browser (`chargpt-tui runs` on a terminal), with Pilot: the table and its columns of
+differing settings, sorting and filtering, runs selected and overlaid on one chart (its series
+and its Braille cells), live curves, Enter, g, and a fork started from the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import TINY_FLAGS, make_text
+from rich.segment import Segment
+from textual.widgets import DataTable
+
+from chargpt_tui.commands.cli import main
+from chargpt_tui.dashboard.screens import GenerateScreen
+from chargpt_tui.dashboard.widgets.compare_chart import PALETTE, CompareChart
+from chargpt_tui.dashboard.widgets.loss_chart import PlotCells
+from chargpt_tui.runs_browser.app import RunsApp
+from chargpt_tui.runs_browser.fork_screen import ForkScreen
+from model import events as ev
+from model.rundir import MetricsLog
+
+
+def write_run(path: Path, lr: float, best: float, steps: int = 100, sample: str = "to be or not",
+              dropout: float = 0.1, step_s: float = 0.5) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({
+        "model": {"n_layers": 2, "n_embed": 32, "dropout": dropout},
+        "train": {"max_iters": steps, "learning_rate": lr, "batch_size": 8, "seed": 1337},
+        "corpus": {"name": "data/tiny.txt"}, "vocab": "abc", "preset": "cpu",
+    }))
+    log = MetricsLog(path / "metrics.jsonl")
+    log(ev.RunStarted(0, 0.0, steps, 1000, 3, "tiny.txt", 5000, "cpu", "CPU", "float32", 1, "2", None, False, 0.0))
+    append_steps(log, 1, steps, step_s)
+    log(ev.EvalDone(steps // 2, steps // 2 * step_s, best + 0.3, best + 0.2, best + 0.2, steps // 2, True))
+    log(ev.EvalDone(steps, steps * step_s, best + 0.1, best, best, steps, True))
+    log(ev.SampleGenerated(steps, steps * step_s, sample))
+    log(ev.Finished(steps, steps * step_s, best, steps, False))
+    log.close()
+    return path
+
+
+def append_steps(log: MetricsLog, first: int, last: int, step_s: float = 0.5) -> None:
+    iters = tuple(range(first, last + 1))
+    log(ev.StepsDone(last, last * step_s, iters, tuple(3.0 - i / 100 for i in iters), 1e-3, 1000.0, 5.0))
+
+
+async def _loaded(app: RunsApp, pilot) -> None:  # noqa: ANN001
+    for _ in range(200):
+        await pilot.pause(0.05)
+        if app.loaded:
+            return
+    raise AssertionError("the runs were not read")
+
+
+async def _until(pilot, condition, what: str) -> None:  # noqa: ANN001
+    for _ in range(600):
+        await pilot.pause(0.05)
+        if condition():
+            return
+    raise AssertionError(f"never: {what}")
+
+
+def _table(app: RunsApp) -> tuple[list[str], list[list[str]]]:
+    table = app.query_one(DataTable)
+    headings = [str(c.label).rstrip(" ▲▼") for c in table.columns.values()]
+    return headings, [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Path:
+    write_run(tmp_path / "a", lr=1e-3, best=1.9)
+    write_run(tmp_path / "b", lr=3e-4, best=1.7, steps=200, sample="[bold]not markup[/bold]")
+    write_run(tmp_path / "c", lr=1e-3, best=2.1, steps=50)
+    return tmp_path
+
+
+async def test_the_table_has_the_settings_that_differ_and_sorts_and_filters(three: Path) -> None:
+    app = RunsApp(three)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _loaded(app, pilot)
+        headings, rows = _table(app)
+        assert headings[:7] == ["", "run", "state", "step", "best val", "time", "text"]
+        assert "lr" in headings and "max iters" not in headings  # lr differs; dropout, batch do not
+        assert "dropout" not in headings and "batch" not in headings and "forked from" not in headings
+        assert [r[1] for r in rows] == ["a", "b", "c"]
+        assert rows[1][headings.index("lr")] == "0.0003" and rows[1][headings.index("step")] == "200/200"
+        # sort: s moves to the next column; S reverses
+        while app.state.sort_key != "best":
+            await pilot.press("s")
+        assert [r[1] for r in _table(app)[1]] == ["b", "a", "c"]
+        await pilot.press("S")
+        assert [r[1] for r in _table(app)[1]] == ["c", "a", "b"]
+        # filter by typing: / then words any cell holds
+        await pilot.press("slash", *"0.001")
+        assert sorted(r[1] for r in _table(app)[1]) == ["a", "c"]
+        await pilot.press("enter")  # back to the table
+        assert app.query_one(DataTable).has_focus
+
+
+async def test_selected_runs_are_overlaid_with_a_colour_each(three: Path) -> None:
+    app = RunsApp(three)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(app, pilot)
+        chart = app.query_one(CompareChart)
+        await pilot.press("space", "down", "space")
+        await _until(pilot, lambda: {d[0] for d in chart.drawn} == {"a", "b"}, "two runs drawn")
+        drawn = {(label, kind): (colour, xs, ys) for label, kind, colour, xs, ys in chart.drawn}
+        assert set(drawn) == {("a", "train"), ("a", "val"), ("b", "train"), ("b", "val")}
+        assert drawn["a", "train"][0] == PALETTE[0] and drawn["b", "train"][0] == PALETTE[1]
+        assert drawn["b", "val"][1:] == ([100.0, 200.0], [1.9, 1.7])
+        assert drawn["b", "train"][1][-1] == 200.0
+        side = str(app.query_one("#compare-text").render())
+        assert "lr" in side and "0.0003" in side  # the settings in which they differ
+        assert "[bold]not markup[/bold]" in side  # b's latest sample, literally
+        # the chart's cells: Braille dots in each run's colour
+        cells = PlotCells.from_matrix(chart.plt.monitor.matrix) if chart.plt.monitor.matrix else None
+        assert cells is not None
+        coloured = {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and
+                    seg.style.color is not None}
+        assert {PALETTE[0], PALETTE[1]} <= coloured
+        # x by training time, log y
+        await pilot.press("t")
+        await _until(pilot, lambda: chart.by_time and chart.drawn, "time on x")
+        drawn = {(label, kind): xs for label, kind, _, xs, _ in chart.drawn}
+        assert drawn["b", "val"] == [50.0, 100.0]  # 0.5 s a step
+        await pilot.press("l")
+        assert chart.log_scale
+        await pilot.press("v")
+        assert {kind for _, kind, *_ in chart.drawn} == {"val"}
+        # unselect one: it leaves the chart
+        await pilot.press("space")
+        await _until(pilot, lambda: {d[0] for d in chart.drawn} == {"a"}, "b gone from the chart")
+
+
+def _segments(cells: PlotCells) -> list[Segment]:
+    return [seg for line in cells.lines for seg in line]
+
+
+def _braille(seg: Segment) -> bool:
+    return any(0x2801 <= ord(ch) <= 0x28FF for ch in seg.text)
+
+
+async def test_a_selected_run_stays_live(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "live", lr=1e-3, best=1.9)
+    app = RunsApp(tmp_path, poll_s=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _loaded(app, pilot)
+        await pilot.press("space")
+        chart = app.query_one(CompareChart)
+        await _until(pilot, lambda: chart.drawn, "drawn")
+        log = MetricsLog(run / "metrics.jsonl")
+        append_steps(log, 101, 150)
+        log(ev.EvalDone(150, 75.0, 1.6, 1.5, 1.5, 150, True))
+        log.close()
+        await _until(pilot, lambda: any(kind == "val" and xs[-1] == 150.0 for _, kind, _, xs, _ in chart.drawn),
+                     "the new evaluation drawn")
+        assert _table(app)[1][0][3].startswith("150/")
+
+
+async def test_names_and_samples_from_disk_are_literal(tmp_path: Path) -> None:
+    write_run(tmp_path / "[bold]x[i]", lr=1e-3, best=1.9, sample="[/]")
+    app = RunsApp(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, pilot)
+        assert _table(app)[1][0][1] == "[bold]x[i]"
+        await pilot.press("space")
+        await _until(pilot, lambda: "[/]" in str(app.query_one("#compare-text").render()), "the sample shown")
+        assert "[bold]x[i]" in str(app.query_one("#compare-text").render())
+        await pilot.press("enter")
+    assert app.return_value == str(tmp_path / "[bold]x[i]")  # Enter: open it
+
+
+async def test_generate_and_fork_from_the_table(tmp_path: Path) -> None:
+    text = tmp_path / "tiny.txt"
+    text.write_text(make_text(), encoding="utf-8")
+    parent = tmp_path / "runs" / "parent"
+    assert main([str(text), *TINY_FLAGS, "--headless", "--out-dir", str(parent)]) == 0
+    app = RunsApp(parent.parent, poll_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, pilot)
+        await pilot.press("g")
+        assert isinstance(app.screen, GenerateScreen)
+        await pilot.press("enter")
+        await _until(pilot, lambda: len(app.screen.generated) >= 300, "text generated from best.pt")
+        await pilot.press("escape")
+        await pilot.press("f")
+        assert isinstance(app.screen, ForkScreen)
+        form = app.screen
+        form.query_one("#fork-learning_rate").value = "0.005"
+        form.query_one("#fork-max_iters").value = "26"
+        await pilot.press("enter")
+        await _until(pilot, lambda: len(app.rows) == 2 and all(
+            r.summary.state == "finished" for r in app.rows.values()), "the fork trained")
+        (child,) = [r for r in app.rows.values() if r.name != "parent"]
+        assert child.parent is not None and child.parent.name == "parent" and child.parent.iter == 20
+        assert child.setting("train", "learning_rate") == 0.005
+        headings, rows = _table(app)
+        assert rows[[r[1] for r in rows].index(child.name)][headings.index("forked from")] == "parent @20"
+        # overlaid, the child's curve starts at the parent's step
+        await pilot.press("space", "down", "space")
+        chart = app.query_one(CompareChart)
+        await _until(pilot, lambda: len({d[0] for d in chart.drawn}) == 2, "both drawn")
+        child_train = next(xs for label, kind, _, xs, _ in chart.drawn if label == child.name and kind == "train")
+        child_val = next(xs for label, kind, _, xs, _ in chart.drawn if label == child.name and kind == "val")
+        assert child_train[0] == 21 and child_val[0] == 20
