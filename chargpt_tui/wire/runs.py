@@ -107,8 +107,9 @@ def list_runs(root: Path) -> list[RunSummary]:
 
 def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
     """The records since the last "start" line, but of its step lines only the latest, read from
-    the end of the file backwards until that start and an evaluation are found (a long run's
-    file need not be read whole, nor its hundreds of thousands of step lines decoded)."""
+    the end of the file backwards until the latest evaluation is found (and, if it came before
+    the last start, that start): a long run's file need not be read whole, nor its hundreds of
+    thousands of step lines decoded."""
     try:
         f = open(metrics, "rb")  # noqa: SIM115
     except OSError:
@@ -117,7 +118,9 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
         end = f.seek(0, os.SEEK_END)
         pos, tail, records = end, b"", []
         seen_start = seen_eval = seen_step = False
-        while pos > 0 and not (seen_start and seen_eval):
+        # an evaluation after the last start is all a summary needs of what came before it (the
+        # best so far, and the steps since); one before it, the start too (a resumed run's best)
+        while pos > 0 and not (seen_eval and (seen_step or seen_start)):
             step = min(chunk, pos)
             pos -= step
             f.seek(pos)
