@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yarl
 from helpers import COMMAND, ENDLESS, make_text, one_clear_line, run_script, wait_for_steps, wait_until
 
 from chargpt_tui.browser.serve import offline_page
@@ -116,11 +117,13 @@ class Tab:
         self.screen = ""  # everything written so far, escape codes removed
         self.mark = 0  # where read_until looks from: after the last key pressed, or what it last found
         self.closed = False
+        self.meta: list[list[object]] = []  # what the server says to the page itself (open_url, ...)
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, session: aiohttp.ClientSession, served: Served, width: int = 120, height: int = 40) -> Tab:
-        ws = await session.ws_connect(f"{served.ws_url}?width={width}&height={height}",
+    async def open(cls, session: aiohttp.ClientSession, served: Served, width: int = 120, height: int = 40,
+                   ws_url: str | None = None) -> Tab:
+        ws = await session.ws_connect(f"{ws_url or served.ws_url}?width={width}&height={height}",
                                       headers={"Origin": served.origin})
         return cls(ws)
 
@@ -128,6 +131,8 @@ class Tab:
         async for message in self.ws:
             if message.type == aiohttp.WSMsgType.BINARY:
                 self.screen += ANSI.sub("", self.decoder.decode(message.data))
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                self.meta.append(json.loads(message.data))
         self.closed = True
 
     async def read_until(self, *fragments: str, timeout: float = 60.0) -> str:
@@ -371,7 +376,7 @@ async def test_past_the_cap_on_tabs_the_page_says_so(workdir: Path, training: Pa
             tab = await Tab.open(session, server, 80, 24)
             await tab.read_until("TRAINING")
             async with session.get(server.address) as page:
-                assert page.status == 503 and "1 tabs are open on this run already" in await page.text()
+                assert page.status == 503 and "1 tabs are open on this run already, each one" in await page.text()
             ws = await session.ws_connect(f"{server.ws_url}?width=80&height=24", headers={"Origin": server.origin})
             assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert len(browser_processes(training)) == 1
@@ -421,3 +426,32 @@ def test_serve_warns_when_not_on_loopback(workdir: Path, training: Path) -> None
     server = Served(workdir, training, "--host", "0.0.0.0")
     server.close()
     assert server.proc.stderr is not None and "not on loopback" in server.proc.stderr.read()
+
+
+# ---- a folder of runs ------------------------------------------------------------------------
+async def test_serving_a_folder_of_runs_serves_the_runs_browser_and_opens_a_run_in_a_tab(workdir: Path,
+                                                                                         training: Path) -> None:
+    server = Served(workdir, workdir)  # the folder the run is in
+    try:
+        assert "the runs browser of" in "".join(server.printed)
+        async with aiohttp.ClientSession() as session:
+            tab = await Tab.open(session, server)
+            await tab.read_until("runs in", "running")
+            await tab.press("\r")  # Enter on the run: its dashboard in a tab of its own
+            await until(lambda: any(m[0] == "open_url" for m in tab.meta), 30, "the page told to open a tab")
+            opened = next(m[1] for m in tab.meta if m[0] == "open_url")
+            assert opened == {"url": f"run/{training.name}/", "new_tab": True}
+            async with session.get(server.address + opened["url"]) as page:
+                assert page.status == 200
+                ws_url = server.ws_url.rsplit("/ws", 1)[0] + f"/run/{training.name}/ws"
+                assert ws_url in await page.text()
+            run_tab = await Tab.open(session, server, ws_url=ws_url)
+            await run_tab.read_until("loss", "TRAINING")
+            for name in ("nope", "%2e%2e", "tiny.txt", ".%2e"):
+                url = yarl.URL(server.address + f"run/{name}/", encoded=True)  # as sent, not resolved here
+                async with session.get(url) as refused:
+                    assert refused.status in (403, 404), name
+            await run_tab.close()
+            await tab.close()
+    finally:
+        server.close()

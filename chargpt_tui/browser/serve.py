@@ -1,4 +1,5 @@
-"""`chargpt-tui serve`: the dashboard in a browser tab, through textual-serve.
+"""`chargpt-tui serve`: the dashboard in a browser tab, through textual-serve (or, given a folder
+of runs, the runs browser, whose Enter opens a run's dashboard in a tab of its own).
 
 textual-serve starts one process for each browser connection; here each is `chargpt-tui attach
 RUN_DIR` on Textual's web driver, so a tab is one more viewer of the run: the same dashboard and
@@ -37,12 +38,14 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from textual_serve.server import Server
+
+from chargpt_tui.wire.runs import is_run_dir
 
 from .serve_tabs import TabProcess, bounded_size
 
@@ -87,21 +90,35 @@ def offline_page(template: str) -> str:
 
 
 class DashboardServer(Server):
+    """Serves one run's dashboard, or (runs_folder) the runs browser of a folder of runs, whose
+    Enter opens a run's dashboard in a tab of its own: /TOKEN/run/NAME/ (a run directly in it)."""
+
     def __init__(self, run_dir: Path, host: str, port: int, token: str, read_only: bool = False,
-                 max_tabs: int = 8) -> None:
-        command = [sys.executable, "-m", "chargpt_tui", "attach", str(run_dir.resolve()), "--browser"]
-        if read_only:
-            command.append("--read-only")
-        super().__init__(shlex.join(command), host=host, port=port, title=f"chargpt-tui · {run_dir.name}")
+                 max_tabs: int = 8, runs_folder: bool = False) -> None:
+        self.runs_folder = runs_folder
+        self.read_only = read_only
+        command = self._command("runs" if runs_folder else "attach", run_dir)
+        super().__init__(command, host=host, port=port, title=f"chargpt-tui · {run_dir.name}")
         self.run_dir = run_dir
         self.token = token
-        self.read_only = read_only
         self.max_tabs = max_tabs
+
+    def _command(self, kind: str, path: Path) -> str:
+        command = [sys.executable, "-m", "chargpt_tui", kind, str(path.resolve()), "--browser"]
+        return shlex.join(command + (["--read-only"] if self.read_only else []))
+
+    def run_named(self, name: str) -> Path | None:
+        """A run directly in the folder served, by its directory's name; None for anything else."""
+        if not self.runs_folder or not name or name != Path(name).name or name in (".", ".."):
+            return None
+        path = self.run_dir / name
+        return path if path.is_dir() and is_run_dir(path) else None
 
     def too_many_tabs(self) -> str | None:
         if len(TabProcess.live) < self.max_tabs:
             return None
-        return (f"chargpt-tui: {self.max_tabs} tabs are open on this run already, each one a viewer of it; "
+        where = "here" if self.runs_folder else "on this run"
+        return (f"chargpt-tui: {self.max_tabs} tabs are open {where} already, each one a viewer; "
                 "close one, then reload this page")
 
     # ---- who may ----------------------------------------------------------------------------
@@ -135,9 +152,24 @@ class DashboardServer(Server):
         page = await super()._make_app()
         template = (Path(self.templates_path) / "app_index.html").read_text(encoding="utf-8")
         aiohttp_jinja2.setup(page, loader=jinja2.DictLoader({"app_index.html": offline_page(template)}))
+        page.router.add_get("/run/{name}/", self.handle_run_index)
+        page.router.add_get("/run/{name}/ws", self.handle_websocket)
         app = web.Application(middlewares=[self.guard])
         app.add_subapp(f"/{self.token}/", page)
         return app
+
+    async def handle_run_index(self, request: web.Request) -> web.StreamResponse:
+        """A run's dashboard, opened from the runs browser (Enter) in a tab of its own."""
+        name = request.match_info["name"]
+        if self.run_named(name) is None:
+            raise web.HTTPNotFound(text="chargpt-tui: no such run here\n")
+        if (refusal := self.too_many_tabs()) is not None:
+            raise web.HTTPServiceUnavailable(text=refusal + "\n")
+        self.public_url = f"{request.scheme}://{request.host}"
+        context = await Server.handle_index.__wrapped__(self, request)  # textual-serve's page, undecorated
+        context["app_websocket_url"] = context["app_websocket_url"].rsplit("/ws", 1)[0] + f"/run/{quote(name)}/ws"
+        context["application"] = {"name": f"chargpt-tui · {name}"}
+        return aiohttp_jinja2.render_template("app_index.html", request, context)
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
         if (refusal := self.too_many_tabs()) is not None:
@@ -156,7 +188,14 @@ class DashboardServer(Server):
             await websocket.close(message=refusal.encode()[:120])
             return websocket
         width, height = bounded_size(request.query.get("width"), request.query.get("height"))
-        tab = TabProcess(self.command, write_bytes=websocket.send_bytes, write_str=websocket.send_str,
+        command = self.command
+        if "name" in request.match_info:  # a run of the folder served
+            run = self.run_named(request.match_info["name"])
+            if run is None:
+                await websocket.close(message=b"no such run here")
+                return websocket
+            command = self._command("attach", run)
+        tab = TabProcess(command, write_bytes=websocket.send_bytes, write_str=websocket.send_str,
                          close=websocket.close, download_manager=self.download_manager, debug=self.debug)
         try:
             await tab.start(width, height)
@@ -222,14 +261,17 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str, max_tabs: int = 8) -> int:
+def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str, max_tabs: int = 8,
+          runs_folder: bool = False) -> int:
+    """state: the run's (or, runs_folder, how many runs the folder holds)."""
     if host.lower() == "localhost":  # one address: "localhost" binds 127.0.0.1 and ::1, on two ports if 0
         host = "127.0.0.1"
-    server = DashboardServer(run_dir, host, port, new_token(), read_only, max_tabs)
+    server = DashboardServer(run_dir, host, port, new_token(), read_only, max_tabs, runs_folder)
 
     def ready(address: str) -> None:
         view = "a read-only view of " if read_only else ""
-        print(f"serving {view}{run_dir} ({state}) to a browser; open:\n\n    {address}\n", flush=True)
+        what = f"the runs browser of {run_dir}" if runs_folder else str(run_dir)
+        print(f"serving {view}{what} ({state}) to a browser; open:\n\n    {address}\n", flush=True)
         if is_loopback(host):
             print(f"from another machine, forward the port first, then open the address there:\n\n"
                   f"    ssh -N -L {server.port}:{url_host(host)}:{server.port} "
@@ -239,7 +281,8 @@ def serve(run_dir: Path, host: str, port: int, read_only: bool, state: str, max_
             print(f"warning: serving on {host}, not on loopback: anyone who can reach this port and has the "
                   "address can watch the run" + ("" if read_only else " and steer it") + "; the token travels "
                   "unencrypted (plain http). Prefer the default and an SSH tunnel.", file=sys.stderr, flush=True)
-        print("each tab is one viewer; closing it leaves the run as it is. Ctrl+C stops serving, not the run.",
+        them = "the runs" if runs_folder else "the run"
+        print(f"each tab is one viewer; closing it leaves {them} as it is. Ctrl+C stops serving, not {them}.",
               flush=True)
 
     asyncio.run(server.serve_until_stopped(ready))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from rich.text import Text
 from textual import on, work
@@ -67,9 +68,10 @@ class RunsApp(App[str | None]):
     ]
 
     def __init__(self, root: Path, state: BrowserState | None = None, read_only: bool = False,
-                 poll_s: float = 2.0) -> None:
+                 poll_s: float = 2.0, browser: bool = False) -> None:
         super().__init__()
         self.root = root
+        self.browser = browser  # a tab of `serve`: Enter opens the run in a tab of its own
         self.state = state or BrowserState()
         self.read_only = read_only
         self.poll_s = poll_s
@@ -203,8 +205,13 @@ class RunsApp(App[str | None]):
     @on(DataTable.RowSelected)
     def _open(self, event: DataTable.RowSelected) -> None:
         """Enter: the run's dashboard (attached if it runs, else as it was left)."""
-        self.state.cursor = event.row_key.value
-        self.exit(event.row_key.value)
+        self.state.cursor = path = event.row_key.value
+        if not self.browser:
+            self.exit(path)
+        elif Path(path).parent == self.root:  # served by serve at run/NAME/ (browser/serve.py)
+            self.open_url(f"run/{quote(Path(path).name)}/", new_tab=True)
+        else:
+            self.notify(f"open it with: chargpt-tui serve {path}", markup=False)
 
     @on(Input.Changed, "#filter")
     def _filter(self, event: Input.Changed) -> None:

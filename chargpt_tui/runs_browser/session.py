@@ -13,6 +13,9 @@ from .app import BrowserState, RunsApp
 
 def browse_runs(root: Path, read_only: bool = False, browser: bool = False) -> int:
     state = BrowserState()
+    if browser:  # a tab of serve: a run opens in a tab of its own, never in this one
+        RunsApp(root, state, read_only, browser=True).run()
+        return 0
     while True:
         opened = RunsApp(root, state, read_only).run()
         if not opened:
