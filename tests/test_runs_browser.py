@@ -23,7 +23,7 @@ from model.rundir import MetricsLog
 
 
 def write_run(path: Path, lr: float, best: float, steps: int = 100, sample: str = "to be or not",
-              dropout: float = 0.1, step_s: float = 0.5) -> Path:
+              dropout: float = 0.1, step_s: float = 0.5, offset: float = 0.0) -> Path:
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({
         "model": {"n_layers": 2, "n_embed": 32, "dropout": dropout},
@@ -32,7 +32,7 @@ def write_run(path: Path, lr: float, best: float, steps: int = 100, sample: str 
     }))
     log = MetricsLog(path / "metrics.jsonl")
     log(ev.RunStarted(0, 0.0, steps, 1000, 3, "tiny.txt", 5000, "cpu", "CPU", "float32", 1, "2", None, False, 0.0))
-    append_steps(log, 1, steps, step_s)
+    append_steps(log, 1, steps, step_s, offset)
     log(ev.EvalDone(steps // 2, steps // 2 * step_s, best + 0.3, best + 0.2, best + 0.2, steps // 2, True))
     log(ev.EvalDone(steps, steps * step_s, best + 0.1, best, best, steps, True))
     log(ev.SampleGenerated(steps, steps * step_s, sample))
@@ -41,9 +41,9 @@ def write_run(path: Path, lr: float, best: float, steps: int = 100, sample: str 
     return path
 
 
-def append_steps(log: MetricsLog, first: int, last: int, step_s: float = 0.5) -> None:
+def append_steps(log: MetricsLog, first: int, last: int, step_s: float = 0.5, offset: float = 0.0) -> None:
     iters = tuple(range(first, last + 1))
-    log(ev.StepsDone(last, last * step_s, iters, tuple(3.0 - i / 100 for i in iters), 1e-3, 1000.0, 5.0))
+    log(ev.StepsDone(last, last * step_s, iters, tuple(3.0 + offset - i / 100 for i in iters), 1e-3, 1000.0, 5.0))
 
 
 async def _loaded(app: RunsApp, pilot) -> None:  # noqa: ANN001
@@ -205,3 +205,40 @@ async def test_generate_and_fork_from_the_table(tmp_path: Path) -> None:
         child_train = next(xs for label, kind, _, xs, _ in chart.drawn if label == child.name and kind == "train")
         child_val = next(xs for label, kind, _, xs, _ in chart.drawn if label == child.name and kind == "val")
         assert child_train[0] == 21 and child_val[0] == 20
+
+
+# ---- the dashboard's c: other runs of the same text on its chart ---------------------------------
+async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tmp_path: Path) -> None:
+    from textual.widgets import SelectionList
+
+    from chargpt_tui.dashboard.app import ChargptApp
+    from chargpt_tui.dashboard.screens.overlay_picker import OverlayPicker
+    from chargpt_tui.dashboard.widgets.loss_chart import OVERLAY_COLOURS
+    from chargpt_tui.wire.run_link import RunOnDisk
+
+    own = write_run(tmp_path / "own", lr=1e-3, best=1.9)
+    write_run(tmp_path / "[bold]other", lr=3e-4, best=1.7, steps=200, offset=0.5)
+    other_text = write_run(tmp_path / "elsewhere", lr=1e-3, best=1.8)
+    config = json.loads((other_text / "config.json").read_text())
+    config["corpus"]["name"] = "data/another.txt"
+    (other_text / "config.json").write_text(json.dumps(config))
+    app = ChargptApp(RunOnDisk(own))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.caught_up and app.chart.points, "the run drawn")
+        await pilot.press("c")
+        await _until(pilot, lambda: isinstance(app.screen, OverlayPicker), "the picker")
+        listed = app.screen.query_one(SelectionList)
+        assert [listed.get_option_at_index(i).value for i in range(listed.option_count)] == [
+            str(tmp_path / "[bold]other")]  # not itself, not a run of another text
+        await pilot.press("space", "enter")
+        chart = app.chart
+        await _until(pilot, lambda: chart.overlays, "the overlay read")
+        (overlay,) = chart.overlays
+        assert overlay.name == "[bold]other" and overlay.colour == OVERLAY_COLOURS[0]
+        assert overlay.val_iters == [100.0, 200.0] and overlay.iters[-1] == 200.0
+        await _until(pilot, lambda: "[bold]other" in str(chart.border_title), "its name in the legend")
+        await pilot.pause(0.3)  # painted
+        cells = PlotCells.from_matrix(chart.plt.monitor.matrix)
+        colours = {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and
+                   seg.style.color is not None and seg.style.color.number is not None}
+        assert OVERLAY_COLOURS[0] in colours

@@ -39,6 +39,7 @@ from model import events as ev
 from model.tokenizer import CharTokenizer
 
 from .leaving import Leaving
+from .overlays import Overlays
 from .run_view import RunView
 from .screens import GenerateScreen, HelpScreen
 from .state import RunState
@@ -68,6 +69,7 @@ class ChargptApp(App[int]):
         Binding("g", "generate", "Generate"),
         Binding("e", "evaluate", "Eval"),
         Binding("l", "log_scale", "Log y"),
+        Binding("c", "overlay", "Compare", show=False),  # other runs of the text on the chart
         Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False),  # the chart's x range
         Binding("minus", "zoom(2.0)", "Zoom out", show=False),
         Binding("left_square_bracket", "pan(-0.5)", "Pan back", show=False),
@@ -95,6 +97,7 @@ class ChargptApp(App[int]):
         self.browser = browser  # a browser tab's viewer (serve): no terminal of its own
         self.status = StatusBar()
         self.chart = LossChart(id="chart")
+        self.overlays = Overlays(self, self.chart)
         self.device_panel = DevicePanel(id="device")
         self.progress = ProgressPanel(id="progress")
         self.samples = SamplesPanel(id="samples")
@@ -315,6 +318,9 @@ class ChargptApp(App[int]):
         if self.run_state.state == "failed" or not self._steerable("evaluate"):
             return
         self.link.request("evaluate")
+
+    def action_overlay(self) -> None:
+        self.overlays.pick(getattr(self.link, "run_dir", None))
 
     def action_log_scale(self) -> None:
         log = self.chart.toggle_log_scale()

@@ -16,6 +16,7 @@ KEYS = (
     ("l", "log / linear loss axis"),
     ("+, -", "zoom the chart's iterations in / out (or the mouse wheel)"),
     ("[, ]", "pan a zoomed chart back / on; 0: the whole run"),
+    ("c", "compare: overlay other runs of the same text on the chart"),
     ("d", "detach: close the dashboard, training goes on"),
     ("q", "quit; while training, asks: stop the run, or detach"),
     ("ctrl+q, ctrl+c", "stop the run with a checkpoint, then quit"),

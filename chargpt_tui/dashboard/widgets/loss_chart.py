@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, ConsoleOptions
@@ -19,6 +20,8 @@ from model.history import LossHistory
 
 from .x_window import XWindow
 
+# other runs overlaid (c): xterm-256 colours apart from this run's own (grey, cyan, orange, red)
+OVERLAY_COLOURS = (201, 46, 226, 33, 141, 180, 250)
 ZOOM_STEP = 0.5  # a key zooms in to half the iterations shown (or out to twice); the wheel by less
 WHEEL_STEP = 0.8
 
@@ -66,6 +69,8 @@ class LossChart(PlotextPlot):
         self.evals: list[tuple[int, float, float]] = []  # (iter, train, val)
         self.log_scale = False
         self.window = XWindow()  # which iterations are shown (zoom and pan)
+        # other runs overlaid: (name, colour, iters, smoothed train loss, val iters, val loss)
+        self.overlays: list[Overlay] = []
         self.redraws = 0  # how often the plot was rebuilt (tests and diagnostics)
         self._dirty = True
         self._render_key: tuple[object, ...] = ()
@@ -105,6 +110,12 @@ class LossChart(PlotextPlot):
         self._smoother = SmoothedLoss()
         self.evals = []
         self._dirty = True
+
+    def set_overlays(self, overlays: list[Overlay]) -> None:
+        """Other runs' curves, drawn under this run's in their colours (their names literally)."""
+        self.overlays = overlays
+        self._dirty = True
+        self.draw_now()
 
     def toggle_log_scale(self) -> bool:
         self.log_scale = not self.log_scale
@@ -191,6 +202,12 @@ class LossChart(PlotextPlot):
         plt.yscale("log" if self.log_scale else "linear")
         width = max(10, self.size.width)
         lo, hi = self.window.span(self.last_iter)
+        for o in self.overlays:  # first: this run's own curves are drawn over them
+            iters, smooth = _within(lo, hi, o.iters, o.losses)
+            step = max(1, len(iters) // (2 * width))
+            plt.scatter(iters[::step], smooth[::step], marker="braille", color=o.colour)
+            val_iters, val = _within(lo, hi, o.val_iters, o.val_losses)
+            plt.plot(val_iters, val, marker="braille", color=o.colour)
         if len(self.raw):
             iters, raw, smooth = _within(lo, hi, self.raw.iters, self.raw.losses, self.smooth.losses)
             step = max(1, len(iters) // (2 * width))  # braille: two dots a column is enough
@@ -198,7 +215,7 @@ class LossChart(PlotextPlot):
             # plotext's line drawing was a third of a redraw's time
             plt.scatter(iters[::step], raw[::step], marker="braille", color="gray")
             plt.plot(iters[::step], smooth[::step], marker="braille", color="cyan")
-        legend = "[gray]train[/] [cyan]smoothed[/]"
+        legend = "[bright_black]train[/] [cyan]smoothed[/]"
         if self.evals:
             evals = [e for e in self.evals if lo <= e[0] <= hi]
             # in Braille too (4 levels a row): in whole cells a line falling from 2.08 to 1.83
@@ -213,8 +230,11 @@ class LossChart(PlotextPlot):
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
         if self.window.zoomed and hi > lo:
             plt.xlim(lo, hi)
-        title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
-        if title != self.border_title:
+        title = Text.from_markup(f"loss{' (log)' if self.log_scale else ''}  {legend}")
+        for o in self.overlays:  # names from disk: literal, never markup
+            title.append(" ● ", style=f"color({o.colour})")
+            title.append(o.name)
+        if title.markup != self.border_title:
             self.border_title = title
         subtitle = f"iteration {lo:,.0f}-{hi:,.0f} · 0 shows all" if self.window.zoomed else "iteration"
         if subtitle != self.border_subtitle:
@@ -235,6 +255,18 @@ def plot_cells(widget: PlotextPlot) -> PlotCells:
     plot._set_sizes()  # plotext's build() without its last step, the ANSI text
     plot._build_matrix()
     return PlotCells.from_matrix(plot.monitor.matrix)
+
+
+@dataclass
+class Overlay:
+    """Another run's curves on this chart (the dashboard's c): smoothed training and validation loss."""
+
+    name: str
+    colour: int  # xterm-256
+    iters: list[float]
+    losses: list[float]
+    val_iters: list[float]
+    val_losses: list[float]
 
 
 class PlotCells:
