@@ -236,7 +236,7 @@ async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tm
         (overlay,) = chart.overlays
         assert overlay.name == "[bold]other" and overlay.colour == OVERLAY_COLOURS[0]
         assert overlay.val_iters == [100.0, 200.0] and overlay.iters[-1] == 200.0
-        await _until(pilot, lambda: "[bold]other" in str(chart.border_title), "its name in the legend")
+        await _until(pilot, lambda: "[bold]other" in str(chart.border_subtitle), "its name under the chart")
         await pilot.pause(0.3)  # painted
         cells = PlotCells.from_matrix(chart.plt.monitor.matrix)
         colours = {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and

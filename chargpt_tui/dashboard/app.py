@@ -199,6 +199,7 @@ class ChargptApp(App[int]):
             self._log(f"another viewer (#{n.by}) asked to {n.op}")  # (a number and a known op)
 
     def _on_memory_reported(self, n: MemoryReported) -> None:
+        self.device_panel.add_samples(n.samples)
         if "rss" in n.memory:
             self.device_panel.set_memory(f"{si(n.memory['rss'], 'B')} RSS")
         elif "allocated" in n.memory:

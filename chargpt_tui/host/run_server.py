@@ -41,12 +41,12 @@ from chargpt_tui.wire.runtime import (
     write_server_info,
 )
 from model import events as ev
-from model.device import memory_usage
 from model.trainer import Trainer
 
 from .catch_up import CatchUp
 from .rate_limit import RateLimit
 from .run_requests import RunRequests
+from .system_figures import SystemFigures
 from .viewer_queue import Bulk, Progress, Viewer, ViewerQueue
 
 MAX_BAD_REQUESTS = 10  # malformed requests, or requests past the rate limit, before a viewer is cut off
@@ -94,6 +94,7 @@ class RunServer:
         journal = read_journal(self.run_dir) if (self.run_dir / "metrics.jsonl").exists() else RunJournal()
         journal.forget_end()
         self.frames = CatchUp(journal)
+        self.system = SystemFigures(trainer.device)  # sampled every memory_interval_s
         self.viewers: dict[int, Viewer] = {}
         self.cut_off = 0  # viewers disconnected for being too slow or too noisy (tests, diagnostics)
         self.refused = 0  # connections turned away (too many viewers)
@@ -303,7 +304,8 @@ class RunServer:
         }
         self._send(viewer, hello)
         # the history, shared with every viewer arriving about now, outside the live budget
-        viewer.queue.add_bulk(Bulk([*self.frames.for_new_viewer(), protocol.encode({"type": "live"})]))
+        viewer.queue.add_bulk(Bulk([*self.frames.for_new_viewer(), protocol.encode({"type": "live"}),
+                                    protocol.encode(self.system.frame(history=True))]))
         if self.ended is not None:
             self._send(viewer, self.ended)
         writing = self._task(viewer.send_queued())
@@ -378,23 +380,21 @@ class RunServer:
             self._no_viewers.set()
 
     async def _report_memory(self) -> None:
+        """Figures sampled watched or not (system_figures.py): a viewer attaching gets the past."""
         while True:
             await asyncio.sleep(self.memory_interval_s)
+            try:
+                self.system.sample()
+            except Exception:  # noqa: BLE001 - a figure missed, not the server
+                continue
             if self.viewers:
-                try:
-                    memory = memory_usage(self.trainer.device)
-                except Exception:  # noqa: BLE001 - a figure missed, not the server
-                    continue
-                self._broadcast({"type": "memory", "memory": memory})
+                self._broadcast(self.system.frame(history=False))
 
 
 def _refuse_connection(conn: socket.socket, reason: str) -> None:
     """One line saying why, if the socket takes it at once, and the end of the connection."""
-    try:
+    with contextlib.suppress(OSError):
         conn.setblocking(False)
         conn.send(protocol.encode({"type": "bye", "reason": reason}))
-    except OSError:
-        pass
-    finally:
-        conn.close()
+    conn.close()
 

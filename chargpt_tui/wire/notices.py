@@ -41,6 +41,7 @@ class ControlRequested:
 @dataclass(frozen=True)
 class MemoryReported:
     memory: dict[str, float]
+    samples: tuple[dict[str, float], ...] = ()  # the process's figures over time (host/system_figures.py)
 
 
 @dataclass(frozen=True)

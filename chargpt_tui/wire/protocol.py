@@ -10,7 +10,9 @@ Training process -> viewer:
     {"type": "event", "event": {...}, "at": unix time, "replay": bool}   catch-up events, then live ones
     {"type": "live"}                                  the catch-up is over
     {"type": "control", "op": "pause", "by": n}       a viewer asked for something (all viewers see it)
-    {"type": "memory", "memory": {"rss": bytes} | {"allocated", "reserved"}}
+    {"type": "memory", "memory": {"rss": bytes} | {"allocated", "reserved"},
+     "samples": [{"t", "cpu", "rss", "gpu_util"?, "gpu_mem"?}, ...]}   every 2 s the latest sample;
+                                                      to a viewer attaching, the recent past (just after "live")
     {"type": "reply", "id": n}                        a request was accepted
     {"type": "error", "id": n | null, "error": text}  a request was refused; nothing changed
     {"type": "snapshot", "id": n, "bytes": N} + N bytes   the weights now (torch.save; weights_only loads it)

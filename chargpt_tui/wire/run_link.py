@@ -216,7 +216,7 @@ class RunClient(RunLink):
         if kind == "control":
             return ControlRequested(str(frame.get("op")), int(frame.get("by") or 0))
         if kind == "memory":
-            return MemoryReported(dict(frame.get("memory") or {}))
+            return MemoryReported(dict(frame.get("memory") or {}), figures(frame.get("samples")))
         if kind == "error":
             future = self._snapshots.pop(frame.get("id"), None) if frame.get("id") is not None else None
             if future is not None:
@@ -296,6 +296,18 @@ class RunClient(RunLink):
                     thing.close()
                 except OSError:
                     pass
+
+
+SAMPLE_KEYS = ("t", "cpu", "rss", "gpu_util", "gpu_mem")
+MAX_SAMPLES = 600
+
+
+def figures(samples: object) -> tuple[dict[str, float], ...]:
+    """The samples of a memory frame that are what they should be (numbers under known names)."""
+    if not isinstance(samples, list):
+        return ()
+    return tuple({k: float(v) for k, v in s.items() if k in SAMPLE_KEYS and isinstance(v, (int, float))}
+                 for s in samples[-MAX_SAMPLES:] if isinstance(s, dict))
 
 
 def _model_from_bytes(payload: bytes) -> GPT:

@@ -1,6 +1,10 @@
-"""Where the model runs and how fast: device, dtype, threads, memory, tokens/s, MFU, lr."""
+"""Where the model runs and how fast: device, dtype, threads, memory, tokens/s, MFU, lr, and the
+training process's CPU use, memory (and on CUDA the GPU's use and memory) over time, as small
+charts of the samples the process takes (host/system_figures.py)."""
 
 from __future__ import annotations
+
+from collections import deque
 
 from rich.text import Text
 from textual.widget import Widget
@@ -28,6 +32,7 @@ class DevicePanel(Widget):
         self.ms_per_step = 0.0
         self.mfu: float | None = None
         self.lr = 0.0
+        self.samples: deque[dict[str, float]] = deque(maxlen=600)  # the process's figures over time
         self._stale = False
 
     def on_mount(self) -> None:
@@ -68,15 +73,47 @@ class DevicePanel(Widget):
             self.memory = memory
             self._stale = True
 
+    def add_samples(self, samples: tuple[dict[str, float], ...]) -> None:
+        if samples:
+            self.samples.extend(samples)
+            self._stale = True
+
+    def _chart(self, key: str, floor: float = 0.0) -> str:
+        """A chart of the recent past of one figure (each cell the mean of as many samples as fit)."""
+        values = [s[key] for s in self.samples if key in s]
+        return spark(values, max(4, self.size.width - 2 - 8 - 10), floor) + " " if values else ""
+
+    def _latest(self, key: str) -> float | None:
+        return self.samples[-1].get(key) if self.samples else None
+
     def render(self) -> Text:
         speed = f"{si(self.tokens_per_s)} tok/s · {self.ms_per_step:.0f} ms/step" if self.ms_per_step else ""
         mfu = self._mfu_text()
+        cpu, gpu = self._latest("cpu"), self._latest("gpu_util")
+        charts: list[tuple[str, str | Text]] = [
+            ("CPU", Text.assemble((self._chart("cpu", 100.0), "cyan"), f"{cpu:.0f}%") if cpu is not None else ""),
+            ("memory", Text.assemble((self._chart("rss"), "cyan"), self.memory)),
+        ]
+        if gpu is not None:  # CUDA, where the driver tells
+            charts.append(("GPU", Text.assemble((self._chart("gpu_util", 100.0), "cyan"), f"{gpu:.0f}%")))
         return label_rows([
             ("device", self.device_name),
             ("preset", self.preset),
             ("dtype", " · ".join(p for p in (self.dtype, self.dtype_note) if p)),
             ("threads", " · ".join(p for p in (str(self.threads) if self.threads else "", self.threads_reason) if p)),
-            ("memory", self.memory),
+            *charts,
             ("speed", speed),
             ("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu),
         ], label_width=7)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: list[float], width: int, floor: float = 0.0) -> str:
+    """The values as at most `width` cells, each the mean of its share of them, scaled from 0 to
+    the largest (or floor, if larger: CPU use is drawn against 100% of a core at least)."""
+    per = max(1, -(-len(values) // width))
+    cells = [sum(values[i:i + per]) / len(values[i:i + per]) for i in range(0, len(values), per)]
+    top = max(max(cells), floor) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1) + 0.5))] for v in cells)

@@ -215,7 +215,7 @@ class LossChart(PlotextPlot):
             # plotext's line drawing was a third of a redraw's time
             plt.scatter(iters[::step], raw[::step], marker="braille", color="gray")
             plt.plot(iters[::step], smooth[::step], marker="braille", color="cyan")
-        legend = "[bright_black]train[/] [cyan]smoothed[/]"
+        legend = "[gray]train[/] [cyan]smoothed[/]"
         if self.evals:
             evals = [e for e in self.evals if lo <= e[0] <= hi]
             # in Braille too (4 levels a row): in whole cells a line falling from 2.08 to 1.83
@@ -230,14 +230,15 @@ class LossChart(PlotextPlot):
             plt.xticks(ticks, [f"{t:,.0f}" for t in ticks])
         if self.window.zoomed and hi > lo:
             plt.xlim(lo, hi)
-        title = Text.from_markup(f"loss{' (log)' if self.log_scale else ''}  {legend}")
-        for o in self.overlays:  # names from disk: literal, never markup
-            title.append(" ● ", style=f"color({o.colour})")
-            title.append(o.name)
-        if title.markup != self.border_title:
+        title = f"loss{' (log)' if self.log_scale else ''}  {legend}"
+        if title != self.border_title:
             self.border_title = title
-        subtitle = f"iteration {lo:,.0f}-{hi:,.0f} · 0 shows all" if self.window.zoomed else "iteration"
-        if subtitle != self.border_subtitle:
+        subtitle = Text()
+        for o in self.overlays:  # the other runs, under the chart (names from disk: literal, never markup)
+            subtitle.append("● ", style=f"color({o.colour})")
+            subtitle.append(f"{o.name} ")
+        subtitle.append(f"iteration {lo:,.0f}-{hi:,.0f} · 0 shows all" if self.window.zoomed else "iteration")
+        if subtitle.markup != self.border_subtitle:
             self.border_subtitle = subtitle
         self.redraws += 1
         self._new_steps = 0
