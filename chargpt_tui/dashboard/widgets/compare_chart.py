@@ -77,13 +77,14 @@ class CompareChart(PlotextPlot):
         for s in self.series:
             if self.shown in ("both", "train") and s.train[0]:
                 xs, ys = thin(*s.train, 2 * width)
-                # the training loss in dots, the validation loss joined: two curves of one colour apart
-                plt.scatter(xs, ys, marker="braille", color=s.colour)
+                plt.plot(xs, ys, marker="braille", color=s.colour)
                 self.drawn.append((s.label, "train", s.colour, xs, ys))
                 top = max(top, xs[-1])
             if self.shown in ("both", "val") and s.val[0]:
                 xs, ys = thin(*s.val, 2 * width)
                 plt.plot(xs, ys, marker="braille", color=s.colour)
+                # a dot at each evaluation: the validation curve told from the training one of its colour
+                plt.scatter(xs, ys, marker="•", color=s.colour)
                 self.drawn.append((s.label, "val", s.colour, xs, ys))
                 top = max(top, xs[-1])
         if top > 0:
@@ -91,7 +92,8 @@ class CompareChart(PlotextPlot):
             plt.xticks(ticks, [duration(t) if self.by_time else f"{t:,.0f}" for t in ticks])
         axis = "training time" if self.by_time else "iteration"
         self.border_subtitle = f"{axis} · t: {'iteration' if self.by_time else 'time'}"
-        curves = {"both": "smoothed train (dots), val (lines)", "val": "val", "train": "smoothed train"}[self.shown]
+        curves = {"both": "smoothed train, val (• each evaluation)", "val": "val (• each evaluation)",
+                  "train": "smoothed train"}[self.shown]
         self.border_title = f"loss{' (log)' if self.log_scale else ''}: {curves}"
         self.redraws += 1
         self.last_redraw_s = time.perf_counter() - started
