@@ -355,12 +355,21 @@ def sample_next(
         raise ValueError(f"temperature must be {TEMPERATURE_RULE}, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(next_token_probs(logits, temperature, top_k), num_samples=1, generator=generator)
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """What sample_next samples from: softmax(logits / temperature) over the top_k largest logits
+    (the rest 0), in float32, for logits (..., vocab). Temperature 0: all of it on the argmax."""
+    if not temperature_ok(temperature):
+        raise ValueError(f"temperature must be {TEMPERATURE_RULE}, got {temperature}")
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[:, [-1]]
+        kth = torch.topk(logits, top_k).values[..., [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    return F.softmax(logits, dim=-1)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -7,6 +7,7 @@ under TYPE_CHECKING): which part may import which, no import circles, no file ov
     chargpt_tui/dashboard/    the viewer: never the host; its widgets and screens never the app
     chargpt_tui/browser/      serve: never the host or the dashboard (a tab runs `attach` as a process)
     chargpt_tui/runs_browser/ the runs browser, a viewer too: never the host, serve or the commands
+    chargpt_tui/inside/       the model's inside drawn as Rich Text: plain values in, no PyTorch or Textual
     chargpt_tui/commands/     may import every part
 
 That a viewer never loads PyTorch and the host never loads Textual at run time is checked by
@@ -78,6 +79,8 @@ RULES = [
     ("chargpt_tui.dashboard", ("chargpt_tui.host", "chargpt_tui.browser", "chargpt_tui.commands",
                                "chargpt_tui.runs_browser")),
     ("chargpt_tui.runs_browser", ("chargpt_tui.host", "chargpt_tui.browser", "chargpt_tui.commands")),
+    ("chargpt_tui.inside", ("chargpt_tui.host", "chargpt_tui.wire", "chargpt_tui.dashboard", "chargpt_tui.browser",
+                            "chargpt_tui.commands", "chargpt_tui.runs_browser", "textual", "torch", "model")),
     ("chargpt_tui.dashboard.widgets", ("chargpt_tui.dashboard.app", "chargpt_tui.dashboard.screens",
                                        "chargpt_tui.wire")),
     ("chargpt_tui.dashboard.screens", ("chargpt_tui.dashboard.app",)),

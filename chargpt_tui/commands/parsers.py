@@ -157,6 +157,35 @@ def sample_parser() -> argparse.ArgumentParser:
     return p
 
 
+def inspect_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} inspect", description="What a checkpoint's model does with a text: the probability "
+                "it gave each character and its most likely next ones; where a layer and head looks "
+                "(--attention); the loss at each character of a passage (--loss). Colours on a terminal, plain "
+                "text when piped.")
+    p.add_argument("checkpoint", metavar="CKPT", help="a ckpt.pt or best.pt from a run directory")
+    p.add_argument("--prompt", default="", help="the text to look at (its last block_size characters)")
+    p.add_argument("--attention", metavar="L.H", type=_layer_head,
+                   help="the attention weights of layer L, head H (from 1), or of every head of layer L (L)")
+    p.add_argument("--loss", metavar="TEXT_FILE", help="the loss of each character of the start of a text file")
+    p.add_argument("--loss-chars", type=positive_int, default=1000, help="characters of it to look at (1000)")
+    p.add_argument("--temperature", type=_number(float, temperature_ok, TEMPERATURE_RULE), default=1.0,
+                   help=f"as generation would sample, {TEMPERATURE_RULE} (1.0)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="as generation would sample: the k most likely")
+    p.add_argument("--show", type=positive_int, default=10, help="next characters listed (10)")
+    return p
+
+
+def _layer_head(text: str) -> tuple[int, int | None]:
+    layer, _, head = text.partition(".")
+    try:
+        parsed = int(layer), int(head) if head else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a layer and head such as 1.2, or a layer such as 1") from None
+    if parsed[0] < 1 or (parsed[1] is not None and parsed[1] < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: layers and heads count from 1")
+    return parsed
+
+
 def attach_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} attach", description="Open the dashboard on a run: live if it is training, else "
                 "as it was left. Detach with d; the run goes on.")

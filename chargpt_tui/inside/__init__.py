@@ -1,0 +1,1 @@
+"""Inside the model: what it predicts, where it looks, where it struggles, drawn for people."""
