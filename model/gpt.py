@@ -285,8 +285,11 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        distributions: list[torch.Tensor] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the next ids, (B,) at a time, for a context idx (B, T) of at least one id.
+        distributions: if given, each step's distribution the id was sampled from (next_token_probs,
+        (B, vocab) float32 on the CPU) is appended to it before the id is yielded.
 
         The window the model sees: the seed crops the context to its last block_size ids before
         every new character, so once the text is longer than the block, every position shifts
@@ -320,7 +323,13 @@ class GPT(nn.Module):
                     logits = self._logits(idx[:, start:], cache, last_only=True)[:, -1, :]
                 else:
                     logits = self._decode(idx[:, -1], cache, layers)
-            next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+            if distributions is None:
+                next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+            else:  # the same draw as sample_next's, its distribution kept
+                probs = next_token_probs(logits, temperature, top_k)
+                distributions.append(probs.cpu())
+                next_id = (logits.argmax(dim=-1, keepdim=True) if temperature == 0
+                           else torch.multinomial(probs, num_samples=1, generator=generator))
             idx = torch.cat((idx, next_id), dim=1)
             yield next_id[:, 0]
 

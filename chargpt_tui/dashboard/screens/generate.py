@@ -10,17 +10,22 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Log, Static
+from textual.widgets import Input, Label, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 if TYPE_CHECKING:
     from model.gpt import GPT
 
+from chargpt_tui.inside import render
 from model.config import TEMPERATURE_RULE, temperature_ok
 from model.tokenizer import CharTokenizer
+
+from ..widgets.generated_text import GeneratedText
+
+TOP_K_SHOWN = 5  # the most likely characters listed for the one at the cursor
 
 
 class GenerateScreen(ModalScreen[None]):
@@ -29,9 +34,11 @@ class GenerateScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Stop and close")]
 
     class TextGenerated(Message):
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, probs: list[float], distributions: list[list[float]]) -> None:
             super().__init__()
             self.text = text
+            self.probs = probs  # the probability each character was drawn with
+            self.distributions = distributions  # what each was drawn from (temperature and top-k applied)
 
     def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, seed: int = 1337,
                  source: str = "the model as it is now") -> None:
@@ -41,6 +48,7 @@ class GenerateScreen(ModalScreen[None]):
         self.tokenizer = tokenizer
         self.seed = seed
         self.generated = ""  # everything streamed by the latest generation (tests read it)
+        self.distributions: list[list[float]] = []  # each generated character's
 
     def compose(self) -> ComposeResult:
         with Vertical(id="generate-dialog"):
@@ -54,8 +62,12 @@ class GenerateScreen(ModalScreen[None]):
                 yield Label("top-k")
                 yield Input("", type="integer", id="top-k", placeholder="all", max_length=6)
             yield Static("", id="generate-problem")
-            yield Log(id="generate-output", auto_scroll=True)
-            yield Static("[dim]Enter generates · Esc stops and closes[/dim]", id="generate-hint")
+            yield Static(render.probability_legend(), id="generate-legend")
+            with VerticalScroll(id="generate-output"):
+                yield GeneratedText(id="generate-text")
+            yield Static("", id="generate-top-k")
+            yield Static(Text("Enter generates · Tab to the text, then ← → : what the model expected at each "
+                              "character · Esc stops and closes", style="dim"), id="generate-hint")
 
     def on_mount(self) -> None:
         self.query_one("#prompt", Input).focus()
@@ -93,10 +105,10 @@ class GenerateScreen(ModalScreen[None]):
         self._show_problem(problem)
         if problem:
             return
-        output = self.query_one("#generate-output", Log)
-        output.clear()
-        output.write(prompt)
+        self.query_one(GeneratedText).start(prompt)
+        self.query_one("#generate-top-k", Static).update("")
         self.generated = ""
+        self.distributions = []
         self.generate(prompt, max_tokens, temperature, top_k)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
@@ -112,21 +124,50 @@ class GenerateScreen(ModalScreen[None]):
         self.seed += 1  # a new text each time Enter is pressed
         chars = self.tokenizer.chars
         pending: list[str] = []
+        drawn: list[torch.Tensor] = []  # each step's distribution (generate_stream appends)
+        taken = 0
         last_post = time.monotonic()
-        for next_id in model.generate_stream(context, max_tokens, temperature, top_k, generator):
+
+        def post() -> None:
+            nonlocal pending, taken
+            dists = [d[0].tolist() for d in drawn[taken:taken + len(pending)]]
+            probs = [dist[self.tokenizer.stoi[c]] for dist, c in zip(dists, pending)]
+            self.post_message(self.TextGenerated("".join(pending), probs, dists))
+            taken += len(pending)
+            pending = []
+
+        stream = model.generate_stream(context, max_tokens, temperature, top_k, generator, distributions=drawn)
+        for next_id in stream:
             if worker.is_cancelled:
                 return
             pending.append(chars[int(next_id[0])])
             now = time.monotonic()
             if now - last_post >= 0.03:  # stream in small chunks, ~30 a second
-                self.post_message(self.TextGenerated("".join(pending)))
-                pending, last_post = [], now
+                post()
+                last_post = now
         if pending:
-            self.post_message(self.TextGenerated("".join(pending)))
+            post()
 
     def on_generate_screen_text_generated(self, message: TextGenerated) -> None:
         self.generated += message.text
-        self.query_one("#generate-output", Log).write(message.text)
+        self.distributions += message.distributions
+        self.query_one(GeneratedText).add(message.text, message.probs)
+        if self.query_one(GeneratedText).cursor is None:
+            self.query_one("#generate-output", VerticalScroll).scroll_end(animate=False)
+
+    @on(GeneratedText.CursorMoved)
+    def _show_top_k(self, event: GeneratedText.CursorMoved) -> None:
+        """At the cursor: the character drawn, and the most likely ones it was drawn from."""
+        shown = self.query_one("#generate-top-k", Static)
+        if event.index is None or event.index >= len(self.distributions):
+            shown.update("")
+            return
+        dist = self.distributions[event.index]
+        top = sorted(range(len(dist)), key=lambda i: -dist[i])[:TOP_K_SHOWN]
+        char = self.generated[event.index]
+        head = Text(f"character {event.index + 1}: {render.visible(char)} drawn with "
+                    f"{100 * dist[self.tokenizer.stoi[char]]:.1f}%; the most likely were:\n")
+        shown.update(head + render.top_k_bars([(self.tokenizer.chars[i], dist[i]) for i in top if dist[i] > 0]))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

@@ -1,0 +1,76 @@
+"""The generation prompt's text: the prompt as typed, then each generated character shaded by the
+probability the model gave it. Focused (Tab), a cursor moves through the generated characters
+(left, right, home, end) and the screen shows, for that position, the distribution the character
+was drawn from (CursorMoved)."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widget import Widget
+
+from chargpt_tui.inside import render
+
+CURSOR = Style(reverse=True, bold=True)
+
+
+class GeneratedText(Widget, can_focus=True):
+    BINDINGS = [
+        Binding("left", "move(-1)", "Back", show=False),
+        Binding("right", "move(1)", "On", show=False),
+        Binding("home", "move_to(0)", "First", show=False),
+        Binding("end", "move_to(-1)", "Last", show=False),
+    ]
+
+    class CursorMoved(Message):
+        def __init__(self, index: int | None) -> None:
+            super().__init__()
+            self.index = index  # of the generated character (None: no cursor)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.prompt = ""
+        self.chars: list[str] = []  # generated
+        self.probs: list[float] = []  # the probability each was drawn with
+        self.cursor: int | None = None
+
+    def start(self, prompt: str) -> None:
+        self.prompt, self.chars, self.probs, self.cursor = prompt, [], [], None
+        self.refresh(layout=True)
+
+    def add(self, chars: str, probs: list[float]) -> None:
+        self.chars.extend(chars)
+        self.probs.extend(probs)
+        self.refresh(layout=True)
+
+    def on_focus(self) -> None:
+        if self.cursor is None and self.chars:
+            self._set_cursor(len(self.chars) - 1)
+
+    def on_blur(self) -> None:
+        self._set_cursor(None)
+
+    def action_move(self, step: int) -> None:
+        if self.cursor is not None:
+            self._set_cursor(min(max(self.cursor + step, 0), len(self.chars) - 1))
+
+    def action_move_to(self, index: int) -> None:
+        if self.chars:
+            self._set_cursor(index % len(self.chars))
+
+    def _set_cursor(self, index: int | None) -> None:
+        self.cursor = index
+        self.refresh()
+        self.post_message(self.CursorMoved(index))
+
+    def render(self) -> Text:
+        text = Text(self.prompt)  # typed, not drawn: not shaded
+        for i, (char, p) in enumerate(zip(self.chars, self.probs)):
+            shown = render.visible(char) if char in "\n\t" or not char.isprintable() else char
+            style = CURSOR if i == self.cursor else render.probability_style(p)
+            text.append(shown, style=style)
+            if char == "\n":
+                text.append("\n")
+        return text
