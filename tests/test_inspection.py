@@ -174,3 +174,55 @@ def test_inspect_bad_input_is_one_clear_line(checkpoint: Path, capsys: pytest.Ca
         status = exc.code
     assert status == 2
     one_clear_line(capsys.readouterr().err, fragment)
+
+
+# ---- the dashboard's views: a (attention) and w (where it struggles), on a finished run -----------
+async def test_the_dashboards_attention_and_struggles_views_show_the_models_figures(checkpoint: Path) -> None:
+    from chargpt_tui.dashboard.app import ChargptApp
+    from chargpt_tui.dashboard.screens import AttentionScreen, StrugglesScreen
+    from chargpt_tui.dashboard.widgets.attention_map import AttentionMap
+    from chargpt_tui.wire.passages import validation_passage
+    from chargpt_tui.wire.run_link import RunOnDisk
+    from model.checkpoint import load_checkpoint, model_from_checkpoint
+
+    run_dir = checkpoint.parent
+    model, tokenizer = model_from_checkpoint(load_checkpoint(run_dir / "ckpt.pt"))  # what a finished run's g uses
+    app = ChargptApp(RunOnDisk(run_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.caught_up and app.samples.latest_iter is not None:
+                break
+        await pilot.press("a")
+        screen = app.screen
+        assert isinstance(screen, AttentionScreen)
+        shown = screen.query_one(AttentionMap)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if shown.maps:
+                break
+        prompt = app.samples.latest_text.strip("\n")[:64][-16:]  # its last block
+        assert shown.chars == prompt
+        expected = attention_maps(model, tokenizer.encode(prompt))
+        torch.testing.assert_close(torch.tensor(shown.maps), expected, atol=TOL, rtol=0)
+        assert shown.has_focus and shown.query_index == len(prompt) - 1
+        assert (shown.layer_index, shown.head_index) == (0, 0)
+        await pilot.press("up", "right", "right_square_bracket")
+        assert (shown.query_index, shown.head_index, shown.layer_index) == (len(prompt) - 2, 1, 1)
+        text = shown.render().plain
+        assert "layer 2/2 · head 2/4" in text and f"position {len(prompt) - 2} (" in text
+        await pilot.press("escape")
+        await pilot.press("w")
+        screen = app.screen
+        assert isinstance(screen, StrugglesScreen)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if screen.losses:
+                break
+        passage = validation_passage(run_dir)
+        assert passage and screen.passage == passage
+        expected_losses = char_losses(model, tokenizer.encode(passage))
+        torch.testing.assert_close(torch.tensor(screen.losses), expected_losses, atol=TOL, rtol=0)
+        mean = float(expected_losses.mean())
+        assert f"mean loss {mean:.4f}" in str(screen.query_one("#struggles-problem").render())
+        assert "inside a word" in str(screen.query_one("#struggles-table").render())

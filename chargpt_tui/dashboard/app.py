@@ -38,6 +38,7 @@ from chargpt_tui.wire.run_link import STEERING_OPS, RunLink
 from model import events as ev
 from model.tokenizer import CharTokenizer
 
+from .inside import open_inside_view
 from .leaving import Leaving
 from .overlays import Overlays
 from .run_view import RunView
@@ -70,6 +71,8 @@ class ChargptApp(App[int]):
         Binding("e", "evaluate", "Eval"),
         Binding("l", "log_scale", "Log y"),
         Binding("c", "overlay", "Compare", show=False),  # other runs of the text on the chart
+        Binding("a", "inside('attention')", "Attention", show=False),  # inside the model: inside.py
+        Binding("w", "inside('struggles')", "Struggles", show=False),
         Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False),  # the chart's x range
         Binding("minus", "zoom(2.0)", "Zoom out", show=False),
         Binding("left_square_bracket", "pan(-0.5)", "Pan back", show=False),
@@ -319,6 +322,9 @@ class ChargptApp(App[int]):
         if self.run_state.state == "failed" or not self._steerable("evaluate"):
             return
         self.link.request("evaluate")
+
+    def action_inside(self, view: str) -> None:
+        open_inside_view(self, view)
 
     def action_overlay(self) -> None:
         self.overlays.pick(getattr(self.link, "run_dir", None))

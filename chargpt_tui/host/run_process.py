@@ -124,7 +124,7 @@ def run_config(trainer: Trainer, preset: str | None, resumed_from: str | None, c
         "threads": {"count": trainer.threads.now, "reason": trainer.threads.reason,
                     "adaptive": trainer.threads.adaptive},
         "device": {"type": trainer.device.type, "name": describe_device(trainer.device)},
-        "corpus": {"name": corpus.name, "description": corpus.description, "n_chars": len(corpus),
+        "corpus": {"name": corpus.name, "path": corpus.path, "description": corpus.description, "n_chars": len(corpus),
                    "cache": str(corpus.cache.npy_path) if corpus.cache is not None else None},
         "vocab": "".join(corpus.tokenizer.chars),
         "resumed_from": resumed_from,

@@ -102,21 +102,22 @@ def top_k_bars(choices: Sequence[tuple[str, float]], width: int = 30) -> Text:
 HEAT_LOW, HEAT_HIGH = (20, 20, 40), (255, 210, 60)
 
 
-def heatmap(chars: str, weights: Sequence[Sequence[float]], plain: bool = False, first_row: int = 0,
-            rows: int | None = None) -> Text:
+def heatmap(chars: str, weights: Sequence[Sequence[float]], plain: bool = False, rows: range | None = None,
+            cols: range | None = None, cursor: int | None = None) -> Text:
     """Attention weights: a row a query character (its label at the left), a column a key
     character (labels above), each cell shaded by the weight; above the diagonal (the future,
-    masked) a dim dot. Plain: a weight as one of ' .:-=+*#%@'. first_row/rows: a window of the
-    rows, for a screen that scrolls over a long prompt."""
-    T = len(chars)
-    last = T if rows is None else min(T, first_row + rows)
+    masked) a dim dot. Plain: a weight as one of ' .:-=+*#%@'. rows, cols: a window of the
+    matrix (a screen that scrolls over a long prompt); cursor: the query row marked."""
+    rows = rows if rows is not None else range(len(chars))
+    cols = cols if cols is not None else range(len(chars))
     out = Text("  ")
-    out.append("".join(visible(c) for c in chars), style="bold")
+    out.append("".join(visible(chars[k]) for k in cols), style="bold")
     ramp = " .:-=+*#%@"
-    for q in range(first_row, last):
+    for q in rows:
         out.append("\n")
-        out.append(f"{visible(chars[q])} ", style="bold")
-        for k in range(T):
+        out.append(visible(chars[q]), style="bold reverse" if q == cursor else "bold")
+        out.append(" ")
+        for k in cols:
             if k > q:
                 out.append("·", style="grey30")
                 continue

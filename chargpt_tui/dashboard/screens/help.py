@@ -17,6 +17,8 @@ KEYS = (
     ("+, -", "zoom the chart's iterations in / out (or the mouse wheel)"),
     ("[, ]", "pan a zoomed chart back / on; 0: the whole run"),
     ("c", "compare: overlay other runs of the same text on the chart"),
+    ("a", "attention: where the model looks, by layer and head, for a prompt"),
+    ("w", "where it struggles: the loss at each character of a validation passage"),
     ("d", "detach: close the dashboard, training goes on"),
     ("q", "quit; while training, asks: stop the run, or detach"),
     ("ctrl+q, ctrl+c", "stop the run with a checkpoint, then quit"),
