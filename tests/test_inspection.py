@@ -186,7 +186,7 @@ async def test_the_dashboards_attention_and_struggles_views_show_the_models_figu
     from model.checkpoint import load_checkpoint, model_from_checkpoint
 
     run_dir = checkpoint.parent
-    model, tokenizer = model_from_checkpoint(load_checkpoint(run_dir / "ckpt.pt"))  # what a finished run's g uses
+    model, tokenizer = model_from_checkpoint(load_checkpoint(run_dir / "best.pt"))  # a finished run: its best
     app = ChargptApp(RunOnDisk(run_dir))
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(200):

@@ -1,5 +1,6 @@
 """The dashboard's views of the model's inside, on the weights as they are now (the snapshot the
-generation prompt takes too; training goes on): a, where it looks; w, where it struggles."""
+generation prompt takes too; training goes on), or on a run that is not running its best.pt:
+a, where it looks; w, where it struggles."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ def open_inside_view(app: Any, view: str) -> None:
     if app.tokenizer is None:
         app.notify("the run's vocabulary is not known yet", severity="warning")
         return
+    # a run that is not running: its best weights; a running one: the weights as they are now
+    best = getattr(app.link, "best_snapshot", None)
+    snapshot = best or app.link.snapshot
+    source = app.link.best_checkpoint if best else "the weights as they are now"
     if view == "attention":
         sample = app.samples.latest_text.strip("\n")[:PROMPT_CHARS]
-        app.push_screen(AttentionScreen(app.link.snapshot, app.tokenizer, sample))
+        app.push_screen(AttentionScreen(snapshot, app.tokenizer, sample, source))
     else:
         run_dir = getattr(app.link, "run_dir", None)
         passage = validation_passage(run_dir) if run_dir is not None else None
-        app.push_screen(StrugglesScreen(app.link.snapshot, app.tokenizer, passage))
+        app.push_screen(StrugglesScreen(snapshot, app.tokenizer, passage, source))

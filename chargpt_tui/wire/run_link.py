@@ -350,6 +350,14 @@ class RunOnDisk(RunLink):
     def snapshot(self) -> GPT:
         return load_run_model(self.run_dir)
 
+    @property
+    def best_checkpoint(self) -> str:
+        """What the views of the model's inside look at on a run that is not running: its best."""
+        return "best.pt" if (self.run_dir / "best.pt").is_file() else "ckpt.pt"
+
+    def best_snapshot(self) -> GPT:
+        return load_run_model(self.run_dir, self.best_checkpoint)
+
 
 def check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():

@@ -35,15 +35,17 @@ class AttentionScreen(ModalScreen[None]):
             super().__init__()
             self.chars, self.maps = chars, maps
 
-    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, prompt: str = "") -> None:
+    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, prompt: str = "",
+                 source: str = "the weights as they are now") -> None:
         super().__init__()
+        self.source = source
         self.snapshot = snapshot
         self.tokenizer = tokenizer
         self.prompt = prompt
 
     def compose(self) -> ComposeResult:
         with Vertical(id="attention-dialog"):
-            yield Static(Text("Where the model looks", style="bold"), id="attention-title")
+            yield Static(Text.assemble(("Where the model looks", "bold"), f" · {self.source}"), id="attention-title")
             yield Input(self.prompt.replace("\n", NEWLINE), id="attention-prompt", compact=True,
                         placeholder=f"a prompt (its last block of characters is shown; {NEWLINE} is a newline)")
             yield Static("", id="attention-problem")

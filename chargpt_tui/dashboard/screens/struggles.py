@@ -31,8 +31,10 @@ class StrugglesScreen(ModalScreen[None]):
             super().__init__()
             self.passage, self.losses, self.classes = passage, losses, classes
 
-    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, passage: str | None) -> None:
+    def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, passage: str | None,
+                 source: str = "the weights as they are now") -> None:
         super().__init__()
+        self.source = source
         self.snapshot = snapshot
         self.tokenizer = tokenizer
         # the passage's characters the model knows (a text's validation part may hold none it does not)
@@ -41,12 +43,14 @@ class StrugglesScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="struggles-dialog"):
-            yield Static(Text("Where the model struggles: a validation passage", style="bold"), id="struggles-title")
+            title = Text.assemble(("Where the model struggles: a validation passage", "bold"), f" · {self.source}")
+            yield Static(title, id="struggles-title")
             yield Static("", id="struggles-problem")
             yield Static(render.loss_legend(), id="struggles-legend")
             yield Static("", id="struggles-text")
             yield Static("", id="struggles-table")
-            yield Static(Text("r computes again on the weights as they are now · Esc closes", style="dim"),
+            yield Static(Text("r computes again (a running run: on its weights as they are then) · Esc closes",
+                              style="dim"),
                          id="struggles-hint")
 
     def on_mount(self) -> None:
