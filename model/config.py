@@ -42,6 +42,7 @@ class GPTConfig:
 LR_SCHEDULES = ("constant", "cosine")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"  # model/precision.py: bfloat16 where native, float16 on older GPUs, else float32
     threads: int = 0  # 0: torch's default
+    # "adamw" (the seed's) everywhere; "muon": torch.optim.Muon on the blocks' weight matrices at
+    # muon_lr (on the schedule's shape), AdamW on the rest at learning_rate (model/optim.py)
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
 
     def validate(self) -> None:
         for name in (
@@ -81,6 +87,11 @@ class TrainConfig:
             raise ConfigError("beta1 and beta2 must be in [0, 1)")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+        _require_positive("muon_lr", self.muon_lr)
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError("muon_momentum must be in [0, 1)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
         if self.dtype not in DTYPES:

@@ -246,8 +246,8 @@ class Trainer:
         cfg = self.config
         self.reports.step_timer.start()
         lr = lr_at(it, cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # Muon's own rate in proportion (model/optim.py)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         xb, yb = self.corpus.get_batch("train", cfg.batch_size, self.model_config.block_size, self.train_gen,
                                        rows=self._rows)
         xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
@@ -364,8 +364,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Take a checkpoint's state back (the run's own configs are the trainer's already)."""
         self.model.load_state_dict(unwrapped_weights(state["model"]))
-        if "optimizer" in state:
-            load_moments(self.optimizer, state["optimizer"])
+        if "optimizer" in state and (refused := load_moments(self.optimizer, state["optimizer"])):
+            self._warnings.append(refused)  # a fork that changed --optimizer
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.iter = int(state["iter"])

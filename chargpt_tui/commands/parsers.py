@@ -11,6 +11,7 @@ from model.config import (
     DEVICES,
     DTYPES,
     LR_SCHEDULES,
+    OPTIMIZERS,
     PRESETS,
     TEMPERATURE_RULE,
     temperature_ok,
@@ -58,7 +59,7 @@ MODEL_FLAGS = ("block_size", "n_embed", "n_layers", "n_heads", "dropout")
 TRAIN_FLAGS = (
     "batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "learning_rate", "lr_schedule",
     "warmup_iters", "min_lr", "weight_decay", "grad_clip", "sample_interval", "sample_tokens", "device", "dtype",
-    "threads", "seed",
+    "threads", "seed", "optimizer", "muon_lr", "muon_momentum",
 )
 
 
@@ -103,6 +104,12 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-interval", type=positive_int, help="steps between evaluations (500)")
     t.add_argument("--eval-iters", type=positive_int, help="batches per split in an evaluation (200)")
     t.add_argument("--learning-rate", type=positive_float, help="AdamW learning rate (3e-4)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adamw everywhere (the seed), or muon: Muon for the blocks' weight matrices at --muon-lr, "
+                   "AdamW for embeddings, head, biases and LayerNorm at --learning-rate (adamw)")
+    t.add_argument("--muon-lr", type=positive_float, help="Muon's learning rate, on the same schedule (0.02)")
+    t.add_argument("--muon-momentum", type=_number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                   help="Muon's momentum (0.95)")
     t.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="constant (the seed) or warmup + cosine decay")
     t.add_argument("--warmup-iters", type=non_negative_int, help="linear warmup steps (0)")
     t.add_argument("--min-lr", type=non_negative_float, help="learning rate at the end of cosine decay (3e-5)")

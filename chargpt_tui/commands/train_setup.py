@@ -49,6 +49,9 @@ def prepare_training(
             changeable = ()
             resume_state = load_checkpoint(args.resume)
         model_config, saved_train = configs_from_checkpoint(resume_state)
+        if args.resume and overrides["optimizer"] not in (None, saved_train.optimizer):
+            raise UsageError(f"--optimizer cannot change when resuming (the checkpoint's moments are "
+                             f"{saved_train.optimizer}'s); fork the run to try {overrides['optimizer']}")
         changed = [f"--{n.replace('_', '-')}" for n in MODEL_FLAGS if n not in changeable
                    and overrides[n] is not None and overrides[n] != getattr(model_config, n)]
         if changed:

@@ -70,6 +70,8 @@ class RunView:
         self.status.set_run(short_name(e.corpus), e.n_chars, e.n_params, self.preset or "custom", e.device)
         self.status.set_step(e.iter, e.max_iters)
         self.device_panel.set_preset(self.preset or "custom", preset_note(self.preset, e.device))
+        self.device_panel.set_optimizer(str(e.train_config.get("optimizer") or "adamw"),
+                                        e.train_config.get("muon_lr"), e.train_config.get("learning_rate"))
         self.device_panel.set_device(e.device_name, e.dtype, e.threads, e.torch_version, e.dtype_note,
                                      e.threads_reason)
         self.progress.set_run(e.iter, e.max_iters, int(e.train_config.get("eval_interval", 1) or 1), e.time_s)

@@ -32,6 +32,9 @@ class DevicePanel(Widget):
         self.ms_per_step = 0.0
         self.mfu: float | None = None
         self.lr = 0.0
+        self.optimizer = ""  # "adamw", or "muon" (then muon_lr: its rate at the schedule's peak)
+        self.muon_lr: float | None = None
+        self.base_lr: float | None = None  # --learning-rate: the schedule's peak
         self.samples: deque[dict[str, float]] = deque(maxlen=600)  # the process's figures over time
         self._stale = False
 
@@ -55,6 +58,10 @@ class DevicePanel(Widget):
         self.preset = " · ".join(p for p in (preset, note) if p)
         self.refresh()
 
+    def set_optimizer(self, optimizer: str, muon_lr: float | None, base_lr: float | None) -> None:
+        self.optimizer, self.muon_lr, self.base_lr = optimizer, muon_lr, base_lr
+        self.refresh()
+
     def set_threads(self, threads: int, reason: str) -> None:
         self.threads, self.threads_reason = threads, reason
         self.refresh()
@@ -64,6 +71,12 @@ class DevicePanel(Widget):
         self.tokens_per_s, self.ms_per_step, self.lr, self.mfu = tokens_per_s, ms_per_step, lr, mfu
         if shown != (si(tokens_per_s), round(ms_per_step), f"{lr:.1e}", self._mfu_text()):
             self._stale = True  # only when what is on screen changes
+
+    def _lr_text(self) -> str:
+        """The learning rate now; with Muon, Muon's too (in proportion: the same schedule)."""
+        if self.optimizer == "muon" and self.muon_lr and self.base_lr:
+            return f"muon {self.lr * self.muon_lr / self.base_lr:.1e} · adamw {self.lr:.1e}"
+        return f"lr {self.lr:.1e}"
 
     def _mfu_text(self) -> str:
         return f"{100 * self.mfu:.1f}%" if self.mfu is not None else "–"
@@ -103,7 +116,7 @@ class DevicePanel(Widget):
             ("threads", " · ".join(p for p in (str(self.threads) if self.threads else "", self.threads_reason) if p)),
             *charts,
             ("speed", speed),
-            ("MFU", f"{mfu} · lr {self.lr:.1e}" if self.lr else mfu),
+            ("MFU", f"{mfu} · {self._lr_text()}" if self.lr else mfu),
         ], label_width=7)
 
 
