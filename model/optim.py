@@ -98,15 +98,26 @@ class MuonWithAdamW(torch.optim.Optimizer):
         matrices = muon_params(model)
         chosen = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in chosen]
+        # torch.optim.Optimizer's bookkeeping (hooks, state); the groups are the parts' (below)
+        super().__init__([{"params": matrices}], {})
         self.muon = torch.optim.Muon(matrices, lr=config.muon_lr, weight_decay=config.weight_decay,
                                      momentum=config.muon_momentum)
         for group in self.muon.param_groups:
             group["lr_scale"] = config.muon_lr / config.learning_rate
         self.adamw = make_adamw(rest, config)
-        # torch.optim.Optimizer's bookkeeping (hooks, state) without a second copy of the groups
-        super().__init__([{"params": matrices}], {})
-        self.param_groups = self.muon.param_groups + self.adamw.param_groups
         self.state = self.muon.state  # GradScaler looks here for nothing it needs; each part keeps its own
+
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The parts' own group dicts, looked up each time: load_state_dict replaces them with
+        copies, and a list taken once would leave the schedule setting rates no part reads."""
+        if "adamw" not in self.__dict__:  # (within Optimizer.__init__, before the parts exist)
+            return self.__dict__.setdefault("_setup_groups", [])
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict[str, Any]]) -> None:
+        self.__dict__["_setup_groups"] = groups  # Optimizer.__init__'s; the parts' are the ones that count
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]

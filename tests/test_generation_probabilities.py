@@ -61,13 +61,13 @@ async def test_each_generated_character_is_shaded_by_the_probability_it_was_draw
             await pilot.pause(0.02)
             if len(screen.generated) == 20:
                 break
-        assert len(screen.generated) == 20 and len(screen.distributions) == 20
         shown = screen.query_one(GeneratedText)
+        assert len(screen.generated) == 20 and len(shown.distributions) == 20
         text = "the " + screen.generated
         for i, char in enumerate(screen.generated):
             expected = next_char_probs(model, tokenizer.encode(text[:4 + i]), 0.8, 5)[-1]
-            torch.testing.assert_close(torch.tensor(screen.distributions[i]), expected, atol=TOL, rtol=0)
-            assert sum(p > 0 for p in screen.distributions[i]) == 5
+            torch.testing.assert_close(torch.tensor(shown.distributions[i]), expected, atol=TOL, rtol=0)
+            assert sum(p > 0 for p in shown.distributions[i]) == 5
             assert shown.probs[i] == pytest.approx(float(expected[tokenizer.stoi[char]]), abs=TOL)
         rendered = shown.render()
         assert rendered.plain.startswith("the ")
@@ -82,7 +82,7 @@ async def test_each_generated_character_is_shaded_by_the_probability_it_was_draw
         await pilot.press("left")
         assert shown.cursor == 18
         panel = str(screen.query_one("#generate-top-k", Static).render())
-        p = 100 * screen.distributions[18][tokenizer.stoi[screen.generated[18]]]
+        p = 100 * shown.distributions[18][tokenizer.stoi[screen.generated[18]]]
         assert "character 19: " in panel and f"drawn with {p:.1f}%" in panel
 
 
@@ -94,3 +94,17 @@ def test_generating_with_distributions_draws_the_same_characters(model_and_token
     drawn: list[torch.Tensor] = []
     kept = list(model.generate_stream(context, 60, 0.9, 7, torch.Generator().manual_seed(5), distributions=drawn))
     assert torch.equal(torch.stack(kept, dim=1), plain[:, context.shape[1]:]) and len(drawn) == 60
+
+
+def test_the_text_kept_is_bounded() -> None:
+    """A generation of 999,999 characters (the most the prompt takes) must not keep a distribution
+    of each, nor redraw them all at every chunk: the latest MAX_KEPT are kept and shown."""
+    from chargpt_tui.dashboard.widgets.generated_text import MAX_KEPT
+
+    shown = GeneratedText()
+    shown.start("the ")
+    for _ in range(30):
+        shown.add("ab" * 200, [0.5] * 400, [[0.5, 0.5]] * 400)
+    assert len(shown.chars) == len(shown.probs) == len(shown.distributions) <= MAX_KEPT
+    assert shown.dropped + len(shown.chars) == 12_000
+    assert shown.render().plain.startswith(f"… {shown.dropped:,} earlier characters")

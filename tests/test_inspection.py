@@ -226,3 +226,14 @@ async def test_the_dashboards_attention_and_struggles_views_show_the_models_figu
         mean = float(expected_losses.mean())
         assert f"mean loss {mean:.4f}" in str(screen.query_one("#struggles-problem").render())
         assert "inside a word" in str(screen.query_one("#struggles-table").render())
+
+
+def test_the_attention_map_draws_a_prompt_shorter_than_its_window() -> None:
+    """A prompt of 2 characters: the window is never wider or taller than the prompt (it indexed
+    past the end: the dashboard crashed on "ab" + Enter)."""
+    from chargpt_tui.dashboard.widgets.attention_map import AttentionMap
+
+    shown = AttentionMap()
+    shown.show("ab", [[[[1.0, 0.0], [0.3, 0.7]]]])
+    text = shown.render().plain
+    assert "layer 1/1 · head 1/1" in text and "position 1 (b) looks at: 1 (b) 0.700,  0 (a) 0.300" in text

@@ -54,7 +54,10 @@ def test_adamw_is_the_default_and_keeps_one_optimizer() -> None:
 
 
 def test_a_muon_run_resumed_goes_on_as_the_uninterrupted_one(corpus: Corpus, tmp_path: Path) -> None:
-    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, optimizer="muon")
+    # a warmup past the checkpoint: the resumed run's rates must go on rising as the first's did
+    # (the constant schedule's: the cosine one depends on max_iters, which the first half changes)
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10, optimizer="muon",
+                                              warmup_iters=14, learning_rate=2e-3)
     straight: list[ev.Event] = []
     one_go = Trainer(corpus, model_config, train_config)
     one_go.add_listener(straight.append)
@@ -73,6 +76,9 @@ def test_a_muon_run_resumed_goes_on_as_the_uninterrupted_one(corpus: Corpus, tmp
         return [(i, loss) for e in events if isinstance(e, ev.StepsDone) for i, loss in zip(e.iters, e.losses)]
 
     assert steps(after) == steps(straight)[10:]  # bit for bit
+    peak = lr_at(19, train_config)
+    assert [g["lr"] for g in resumed.optimizer.muon.param_groups] == [pytest.approx(peak * 10)]  # 0.02 / 2e-3
+    assert all(g["lr"] == pytest.approx(peak) for g in resumed.optimizer.adamw.param_groups)
     for a, b in zip(one_go.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -242,3 +242,14 @@ async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tm
         colours = {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and
                    seg.style.color is not None and seg.style.color.number is not None}
         assert OVERLAY_COLOURS[0] in colours
+
+
+def test_the_optimizer_is_a_setting_that_can_differ(tmp_path: Path) -> None:
+    from chargpt_tui.wire.run_table import differing, read_rows
+
+    write_run(tmp_path / "a", lr=1e-3, best=1.9)
+    muon = write_run(tmp_path / "b", lr=1e-3, best=1.8)
+    config = json.loads((muon / "config.json").read_text())
+    config["train"].update(optimizer="muon", muon_lr=0.02)
+    (muon / "config.json").write_text(json.dumps(config))
+    assert ("train.optimizer", "optimizer") in differing(read_rows(tmp_path))

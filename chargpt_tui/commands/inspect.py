@@ -25,7 +25,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     model.eval()
     plain = not sys.stdout.isatty()
     console = Console(highlight=False, no_color=plain, soft_wrap=True, emoji=False, markup=False)
-    prompt = args.prompt or "\n"
+    prompt = args.prompt or tokenizer.chars[tokenizer.start_id()]  # nothing typed: what generation starts from
     _known(tokenizer, prompt, "the prompt")
     block = model.config.block_size
     window = prompt[-block:]

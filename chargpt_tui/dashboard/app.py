@@ -166,6 +166,7 @@ class ChargptApp(App[int]):
             self.chart.clear()
             self.samples.clear()
             self.messages.clear()
+            self.device_panel.samples.clear()  # the figures' recent past comes anew too
         self.caught_up = False
         self.run_state.attached(n.live, n.paused)  # the catch-up then says whether an evaluation or a pause holds
         self.pid, self.viewer = n.pid, n.viewer

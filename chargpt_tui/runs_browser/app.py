@@ -117,20 +117,24 @@ class RunsApp(App[str | None]):
         if self.loaded:
             self._reread()
 
-    @work(thread=True, exclusive=True, group="read")
     def _reread(self) -> None:
+        """(On the app's thread: what the reading thread looks at, as it is now.)"""
+        states = {p: r.summary.state for p, r in self.rows.items()}
+        self._read_changes(states, [self.curves[p] for p in self.state.selected if p in self.curves])
+
+    @work(thread=True, exclusive=True, group="read")
+    def _read_changes(self, states: dict[str, str], selected: list[RunCurves]) -> None:
         """Runs that changed or appeared since (a fork, a run started elsewhere), and the curves
         of the selected runs: only what was appended to their metrics.jsonl."""
         changed: list[RunRow] = []
         on_disk = _run_dirs(self.root)
         for path in on_disk:
             size = _size(path)
-            row = self.rows.get(path)
-            if row is None or size != self._sizes.get(path) or row.summary.state == "running":
+            if path not in states or size != self._sizes.get(path) or states[path] == "running":
                 changed.append(read_row(Path(path)))
                 self._sizes[path] = size
-        gone = [p for p in self.rows if p not in on_disk]
-        grew = [p for p in self.state.selected if p in self.curves and self.curves[p].update()]
+        gone = [p for p in states if p not in on_disk]
+        grew = [c for c in selected if c.update()]
         if changed or gone or grew:
             self.call_from_thread(self._changed, changed, gone, bool(grew))
 
@@ -266,7 +270,7 @@ class RunsApp(App[str | None]):
                 self.curves[path] = RunCurves(Path(path))
                 read = True
         if read:
-            self._read_curves()
+            self._read_curves([self.curves[p] for p in self.state.selected])
             return
         chart = self.query_one(CompareChart)
         picked = [(self.rows[p], self.curves[p], c) for p, c in self.state.selected.items() if p in self.rows]
@@ -274,11 +278,9 @@ class RunsApp(App[str | None]):
         self.query_one("#compare-text", Static).update(compare_side(picked))
 
     @work(thread=True, exclusive=True, group="curves")
-    def _read_curves(self) -> None:
-        for path in list(self.state.selected):
-            curves = self.curves.get(path)
-            if curves is not None:
-                curves.update()  # a long run's first reading: a fraction of a second, not in the UI's thread
+    def _read_curves(self, selected: list[RunCurves]) -> None:
+        for curves in selected:
+            curves.update()  # a long run's first reading: a fraction of a second, not in the UI's thread
         self.call_from_thread(self._update_compare)
 
     def action_x_axis(self) -> None:
@@ -316,12 +318,7 @@ class RunsApp(App[str | None]):
         if not (Path(row.path) / "ckpt.pt").is_file():
             self.notify(f"{row.name} has no checkpoint to fork from yet", severity="warning", markup=False)
             return
-        self.push_screen(ForkScreen(row), self._forked)
-
-    def _forked(self, flags: list[str] | None) -> None:
-        row = self._cursor_row()
-        if flags and row is not None:
-            self._start_fork(row, flags)
+        self.push_screen(ForkScreen(row), lambda flags: self._start_fork(row, flags) if flags else None)
 
     @work(thread=True)
     def _start_fork(self, row: RunRow, flags: list[str]) -> None:

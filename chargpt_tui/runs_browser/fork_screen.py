@@ -114,12 +114,16 @@ def start_fork(row: RunRow, flags: list[str], wait_s: float = 120.0) -> tuple[Pa
     corpus = row.config.get("corpus")
     name = str(corpus.get("name") or row.name) if isinstance(corpus, dict) else row.name
     out_dir = RunDir.default_path(name, root=Path(row.path).parent)
-    out_dir.mkdir(parents=True)
     log_path = out_dir / "train.log"
     command = [sys.executable, "-m", "chargpt_tui", *flags, "--headless", "--out-dir", str(out_dir)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        out_dir.mkdir(parents=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except OSError as exc:  # a folder that cannot be written, a full disk, a name taken meanwhile
+        return out_dir, f"cannot start it in {out_dir}: {exc.strerror or exc}"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if (out_dir / "config.json").is_file():

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import threading
 from pathlib import Path
 
 from model.history import LossHistory
@@ -32,9 +33,14 @@ class RunCurves:
         self.sample_iter: int | None = None
         self._offset = 0
         self._size = -1
+        self._lock = threading.RLock()  # a reading thread and the drawing one (or two readers)
 
     def update(self) -> bool:
-        """Read what was appended since the last call; True if anything was."""
+        """Read what was appended since the last call; True if anything was. Safe from any thread."""
+        with self._lock:
+            return self._update()
+
+    def _update(self) -> bool:
         metrics = self.path / "metrics.jsonl"
         try:
             size = os.stat(metrics).st_size
@@ -43,7 +49,8 @@ class RunCurves:
         if size == self._size:
             return False
         if size < self._offset:  # the file was replaced: start again
-            self.__init__(self.path, self.steps.max_points)  # type: ignore[misc]
+            self.steps, self.times = LossHistory(self.steps.max_points), LossHistory(self.steps.max_points)
+            self.evals, self.sample, self.sample_iter, self._offset = [], "", None, 0
         with open(metrics, "rb") as f:
             f.seek(self._offset)
             data = f.read(size - self._offset)
@@ -105,11 +112,13 @@ class RunCurves:
     def train_points(self, by_time: bool = False) -> tuple[list[float], list[float]]:
         """Smoothed training loss (an exponential moving average over the thinned points, bias
         corrected as the dashboard's is) against iteration or training time."""
-        xs = self.times.losses if by_time else self.steps.iters
-        return list(xs), smooth(self.steps.losses, self.steps.stride)
+        with self._lock:
+            xs = self.times.losses if by_time else self.steps.iters
+            return list(xs), smooth(self.steps.losses, self.steps.stride)
 
     def val_points(self, by_time: bool = False) -> tuple[list[float], list[float]]:
-        return [float(t if by_time else it) for it, t, _ in self.evals], [v for _, _, v in self.evals]
+        with self._lock:
+            return [float(t if by_time else it) for it, t, _ in self.evals], [v for _, _, v in self.evals]
 
     @property
     def last_iter(self) -> float:

@@ -48,7 +48,6 @@ class GenerateScreen(ModalScreen[None]):
         self.tokenizer = tokenizer
         self.seed = seed
         self.generated = ""  # everything streamed by the latest generation (tests read it)
-        self.distributions: list[list[float]] = []  # each generated character's
 
     def compose(self) -> ComposeResult:
         with Vertical(id="generate-dialog"):
@@ -108,7 +107,6 @@ class GenerateScreen(ModalScreen[None]):
         self.query_one(GeneratedText).start(prompt)
         self.query_one("#generate-top-k", Static).update("")
         self.generated = ""
-        self.distributions = []
         self.generate(prompt, max_tokens, temperature, top_k)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
@@ -125,15 +123,14 @@ class GenerateScreen(ModalScreen[None]):
         chars = self.tokenizer.chars
         pending: list[str] = []
         drawn: list[torch.Tensor] = []  # each step's distribution (generate_stream appends)
-        taken = 0
         last_post = time.monotonic()
 
         def post() -> None:
-            nonlocal pending, taken
-            dists = [d[0].tolist() for d in drawn[taken:taken + len(pending)]]
+            nonlocal pending
+            dists = [d[0].tolist() for d in drawn[:len(pending)]]
+            del drawn[:len(pending)]  # handed on: nothing kept here
             probs = [dist[self.tokenizer.stoi[c]] for dist, c in zip(dists, pending)]
             self.post_message(self.TextGenerated("".join(pending), probs, dists))
-            taken += len(pending)
             pending = []
 
         stream = model.generate_stream(context, max_tokens, temperature, top_k, generator, distributions=drawn)
@@ -150,8 +147,7 @@ class GenerateScreen(ModalScreen[None]):
 
     def on_generate_screen_text_generated(self, message: TextGenerated) -> None:
         self.generated += message.text
-        self.distributions += message.distributions
-        self.query_one(GeneratedText).add(message.text, message.probs)
+        self.query_one(GeneratedText).add(message.text, message.probs, message.distributions)
         if self.query_one(GeneratedText).cursor is None:
             self.query_one("#generate-output", VerticalScroll).scroll_end(animate=False)
 
@@ -159,13 +155,14 @@ class GenerateScreen(ModalScreen[None]):
     def _show_top_k(self, event: GeneratedText.CursorMoved) -> None:
         """At the cursor: the character drawn, and the most likely ones it was drawn from."""
         shown = self.query_one("#generate-top-k", Static)
-        if event.index is None or event.index >= len(self.distributions):
+        text = self.query_one(GeneratedText)
+        if event.index is None or event.index >= len(text.distributions):
             shown.update("")
             return
-        dist = self.distributions[event.index]
+        dist = text.distributions[event.index]
         top = sorted(range(len(dist)), key=lambda i: -dist[i])[:TOP_K_SHOWN]
-        char = self.generated[event.index]
-        head = Text(f"character {event.index + 1}: {render.visible(char)} drawn with "
+        char = text.chars[event.index]
+        head = Text(f"character {text.dropped + event.index + 1}: {render.visible(char)} drawn with "
                     f"{100 * dist[self.tokenizer.stoi[char]]:.1f}%; the most likely were:\n")
         shown.update(head + render.top_k_bars([(self.tokenizer.chars[i], dist[i]) for i in top if dist[i] > 0]))
 

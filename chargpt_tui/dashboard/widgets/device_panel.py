@@ -105,7 +105,9 @@ class DevicePanel(Widget):
         cpu, gpu = self._latest("cpu"), self._latest("gpu_util")
         charts: list[tuple[str, str | Text]] = [
             ("CPU", Text.assemble((self._chart("cpu", 100.0), "cyan"), f"{cpu:.0f}%") if cpu is not None else ""),
-            ("memory", Text.assemble((self._chart("rss"), "cyan"), self.memory)),
+            # on CUDA the figure beside it is the GPU's memory: so is the chart
+            ("memory", Text.assemble((self._chart("gpu_mem" if self._latest("gpu_mem") is not None else "rss"),
+                                      "cyan"), self.memory)),
         ]
         if gpu is not None:  # CUDA, where the driver tells
             charts.append(("GPU", Text.assemble((self._chart("gpu_util", 100.0), "cyan"), f"{gpu:.0f}%")))

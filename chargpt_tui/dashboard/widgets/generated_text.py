@@ -14,6 +14,7 @@ from textual.widget import Widget
 from chargpt_tui.inside import render
 
 CURSOR = Style(reverse=True, bold=True)
+MAX_KEPT = 5000  # generated characters shown (and their distributions kept): the latest
 
 
 class GeneratedText(Widget, can_focus=True):
@@ -27,22 +28,33 @@ class GeneratedText(Widget, can_focus=True):
     class CursorMoved(Message):
         def __init__(self, index: int | None) -> None:
             super().__init__()
-            self.index = index  # of the generated character (None: no cursor)
+            self.index = index  # of the kept generated characters (None: no cursor)
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.prompt = ""
-        self.chars: list[str] = []  # generated
+        self.chars: list[str] = []  # generated (the latest MAX_KEPT)
         self.probs: list[float] = []  # the probability each was drawn with
+        self.distributions: list[list[float]] = []  # what each was drawn from
+        self.dropped = 0  # generated characters before the kept ones
         self.cursor: int | None = None
 
     def start(self, prompt: str) -> None:
-        self.prompt, self.chars, self.probs, self.cursor = prompt, [], [], None
+        self.prompt, self.chars, self.probs, self.distributions, self.dropped = prompt, [], [], [], 0
+        self.cursor = None
         self.refresh(layout=True)
 
-    def add(self, chars: str, probs: list[float]) -> None:
+    def add(self, chars: str, probs: list[float], distributions: list[list[float]]) -> None:
         self.chars.extend(chars)
         self.probs.extend(probs)
+        self.distributions.extend(distributions)
+        if len(self.chars) > MAX_KEPT:  # bounded: memory, and the time each redraw takes
+            drop = len(self.chars) - MAX_KEPT + MAX_KEPT // 5
+            del self.chars[:drop], self.probs[:drop], self.distributions[:drop]
+            self.dropped += drop
+            self.prompt = ""
+            if self.cursor is not None:
+                self.cursor = max(0, self.cursor - drop)
         self.refresh(layout=True)
 
     def on_focus(self) -> None:
@@ -67,6 +79,8 @@ class GeneratedText(Widget, can_focus=True):
 
     def render(self) -> Text:
         text = Text(self.prompt)  # typed, not drawn: not shaded
+        if self.dropped:
+            text.append(f"… {self.dropped:,} earlier characters\n", style="dim")
         for i, (char, p) in enumerate(zip(self.chars, self.probs)):
             shown = render.visible(char) if char in "\n\t" or not char.isprintable() else char
             style = CURSOR if i == self.cursor else render.probability_style(p)
