@@ -30,9 +30,8 @@ def main() -> None:
     parser.add_argument("text")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds from launch (600)")
     parser.add_argument("--targets", default="2.0,1.88,1.75,1.6")
-    parser.add_argument("flags", nargs=argparse.REMAINDER, help="after --: the run's flags")
-    args = parser.parse_args()
-    flags = [f for f in args.flags if f != "--"]
+    args, flags = parser.parse_known_args()  # the rest (after --): the run's flags
+    flags = [f for f in flags if f != "--"]
     targets = sorted((float(t) for t in args.targets.split(",")), reverse=True)
     out = Path(tempfile.mkdtemp(prefix="ttq-")) / "run"
     launched = time.monotonic()
