@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import threading
 from pathlib import Path
 
 from model.history import LossHistory
 
-# A step line as MetricsLog writes it (runs.py reads the same way: json.loads on each of a long
-# run's hundreds of thousands of lines would take seconds)
-_STEP = re.compile(rb'"iter": (\d+), "time_s": ([-0-9.e]+), "loss": ([^,]+), "lr": ([^}]+)}')
+from .runs import STEP_LINE, parse_number  # step lines read as runs.py reads them: by a regular expression
+
 MAX_SAMPLE = 2000  # characters of the latest sample kept
 
 
@@ -76,10 +74,10 @@ class RunCurves:
     def _steps(self, block: list[bytes]) -> None:
         if not block:
             return
-        found = _STEP.findall(b"\n".join(block))
+        found = STEP_LINE.findall(b"\n".join(block))
         iters, times, losses = [], [], []
         for it, time_s, loss, _ in found:
-            value = _number(loss)
+            value = parse_number(loss)
             if math.isfinite(value):  # a diverged step's loss is no point on a chart
                 iters.append(float(it))
                 times.append(float(time_s))
@@ -135,9 +133,3 @@ def smooth(values: list[float], stride: int = 1, beta: float = 0.95) -> list[flo
         out.append(average / (1 - beta**count))
     return out
 
-
-def _number(text: bytes) -> float:
-    try:
-        return float(text)
-    except ValueError:  # null: how metrics.jsonl writes NaN
-        return math.nan

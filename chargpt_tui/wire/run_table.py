@@ -69,9 +69,6 @@ class Parent:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "checkpoint": self.checkpoint, "iter": self.iter}
-
 
 @dataclass(frozen=True)
 class RunRow:

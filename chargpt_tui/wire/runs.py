@@ -159,7 +159,7 @@ def _record(line: bytes) -> dict[str, Any] | None:
 
 # A step line as MetricsLog writes it; read with a regular expression, a block of lines at a
 # time, because a long run has hundreds of thousands of them (json.loads each: 0.5 s per 100,000).
-_STEP = re.compile(rb'"iter": (\d+), "time_s": ([-0-9.e]+), "loss": ([^,]+), "lr": ([^}]+)}')
+STEP_LINE = re.compile(rb'"iter": (\d+), "time_s": ([-0-9.e]+), "loss": ([^,]+), "lr": ([^}]+)}')
 
 
 def read_journal(path: Path) -> RunJournal:
@@ -173,7 +173,7 @@ def read_journal(path: Path) -> RunJournal:
     block: list[bytes] = []
 
     def flush() -> None:
-        steps = _STEP.findall(b"\n".join(block))
+        steps = STEP_LINE.findall(b"\n".join(block))
         block.clear()
         if not steps:
             return
@@ -181,9 +181,9 @@ def read_journal(path: Path) -> RunJournal:
         try:
             losses = tuple([float(loss) for _, _, loss, _ in steps])
         except ValueError:  # a null among them: how metrics.jsonl writes NaN
-            losses = tuple([_number(loss) for _, _, loss, _ in steps])
+            losses = tuple([parse_number(loss) for _, _, loss, _ in steps])
         _, time_s, _, lr = steps[-1]
-        journal.add(ev.StepsDone(iters[-1], float(time_s), iters, losses, _number(lr), 0.0, 0.0), 0.0)
+        journal.add(ev.StepsDone(iters[-1], float(time_s), iters, losses, parse_number(lr), 0.0, 0.0), 0.0)
 
     for line in data.split(b"\n"):
         if line.startswith(b'{"event": "step"'):  # most lines
@@ -262,7 +262,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _number(text: bytes) -> float:
+def parse_number(text: bytes) -> float:
     try:
         return float(text)
     except ValueError:  # null: how metrics.jsonl writes NaN
