@@ -207,10 +207,11 @@ def attach_parser() -> argparse.ArgumentParser:
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} serve", description="Serve the dashboard of a run to a browser: each tab is one more "
-                "viewer. The address printed carries a token; without it the page is refused.")
-    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
-                   help="the run directory (default: the run training under runs/)")
+    p = _Parser(prog=f"{PROG} serve", description="Serve the dashboard of a run (or the runs browser of a folder of "
+                "runs) to a browser: each tab is one more viewer. The address printed carries a token; without it "
+                "the page is refused.")
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR | DIR",
+                   help="a run directory, or a folder of them (default: the run training under runs/)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (127.0.0.1: this machine only; forward it with ssh -L)")
     p.add_argument("--port", type=_number(int, lambda v: 0 <= v <= 65535, "a port number (0: any free one)"),
