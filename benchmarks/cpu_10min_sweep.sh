@@ -3,8 +3,8 @@
 # minutes from launch, its time to each validation loss target printed as a JSON line
 # (benchmarks/time_to_quality.py). Run alone on the machine; it takes about 10 minutes a line.
 # EXTRA_FLAGS="--dtype float32" runs them all in float32 (the default: --dtype auto).
-# The table in README (and docs/performance.md) adds the presets themselves: seed, cpu,
-# nanogpt-cpu (nanoGPT's CPU recipe in this tool) and cpu-10min.
+# The table in README (and docs/performance.md) of the presets themselves (seed, cpu, nanoGPT's
+# CPU recipe, cpu-10min) is benchmarks/quality_table.sh's.
 #
 #   bash benchmarks/cpu_10min_sweep.sh TEXT [CANDIDATE...]     (default: every candidate)
 set -euo pipefail
@@ -18,14 +18,9 @@ declare -A candidates=(
                 --eval-interval 300 --learning-rate 2e-3 --min-lr 2e-4 --optimizer muon --muon-lr 0.02"
   [4x128-adamw]="--n-layers 4 --n-embed 128 --n-heads 4 --block-size 128 --batch-size 16 --max-iters 5400
                  --eval-interval 300 --learning-rate 2e-3 --min-lr 2e-4"
-  # the cpu preset's sizes (2 x 128, block 64, batch 12): ~22 ms a step, ~24,000 steps
-  [seed]="--preset seed"
-  [cpu]="--preset cpu"
-  # nanoGPT's CPU recipe (its README): its shakespeare_char config (the shakespeare preset here)
-  # at 4 x 128, block 64, batch 12, 2000 iters, no dropout, 20 evaluation batches
-  [nanogpt-cpu]="--preset shakespeare --n-layers 4 --n-embed 128 --n-heads 4 --block-size 64 --batch-size 12
-                 --max-iters 2000 --dropout 0 --eval-iters 20"
+  # the chosen one, as the preset has it
   [cpu-10min]="--preset cpu-10min"
+  # the cpu preset's sizes (2 x 128, block 64, batch 12): ~22 ms a step, ~24,000 steps
   [2x128-muon]="--n-layers 2 --n-embed 128 --n-heads 4 --block-size 64 --batch-size 12 --max-iters 24000
                 --eval-interval 1500 --learning-rate 2e-3 --min-lr 2e-4 --optimizer muon --muon-lr 0.02"
 )
@@ -33,7 +28,7 @@ names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${!candidates[@]}")
 for name in "${names[@]}"; do
   flags=(${candidates[$name]})  # (word splitting wanted)
-  case "$name" in seed|cpu|nanogpt-cpu|cpu-10min) ;; *) flags+=("${common[@]}") ;; esac
+  [ "$name" = cpu-10min ] || flags+=("${common[@]}")
   echo "{\"candidate\": \"$name\", \"result\": $(python benchmarks/time_to_quality.py "$text" --budget 600 -- \
        "${flags[@]}" ${EXTRA_FLAGS:-})}"
 done

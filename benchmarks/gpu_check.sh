@@ -3,7 +3,10 @@
 # name on every figure. The test suite (with the tests marked cuda, which skip elsewhere), then
 # `chargpt-tui bench` in each dtype at the seed's settings and at the shakespeare preset's
 # model size, then a short torchrun job on every GPU of the machine (NCCL), then the dashboard's
-# overhead against headless in tmux (if tmux is there).
+# overhead against headless in tmux (if tmux is there), then the time-to-quality table (seconds
+# from launch to each validation loss, README's table) on the GPU: benchmarks/quality_table.sh,
+# each recipe in float32 and auto, at most BUDGET seconds a run (600; most end far sooner on a
+# GPU). SKIP_TABLE=1 leaves the table out; ROWS and DTYPES choose its rows (see that script).
 #
 #   benchmarks/gpu_check.sh [TEXT]        (TEXT: ../shared/data/tinyshakespeare.txt by default)
 set -uo pipefail
@@ -49,4 +52,9 @@ if command -v tmux >/dev/null; then
     STEPS=${STEPS:-300} "$here/tui_in_tmux.sh" "$text" 2 --device cuda --dtype auto 2>&1 | tail -8
 else
     echo "== dashboard overhead: skipped (no tmux; apt-get install -y tmux)"
+fi
+
+if [ -z "${SKIP_TABLE:-}" ]; then
+    echo "== time to quality on the GPU: seconds from launch to each validation loss (at most ${BUDGET:-600} s a run)"
+    bash "$here/quality_table.sh" cuda "$text" 2>/dev/null || echo "quality table: FAILED"
 fi
