@@ -8,10 +8,10 @@
 # each recipe in float32 and auto, at most BUDGET seconds a run (600; most end far sooner on a
 # GPU). SKIP_TABLE=1 leaves the table out; ROWS and DTYPES choose its rows (see that script).
 #
-#   benchmarks/gpu_check.sh [TEXT]        (TEXT: ../shared/data/tinyshakespeare.txt by default)
+#   benchmarks/gpu_check.sh TEXT          (tiny Shakespeare, for figures that compare)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-text=${1:-$here/../../shared/data/tinyshakespeare.txt}
+text=${1:?usage: gpu_check.sh TEXT}
 python - <<'PY' || { echo "gpu_check: no CUDA GPU here"; exit 2; }
 import torch, sys
 if not torch.cuda.is_available():

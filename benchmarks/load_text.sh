@@ -28,5 +28,5 @@ measure() {  # label command...
 }
 for ((r = 1; r <= rounds; r++)); do
     measure chargpt-tui chargpt-tui bench --text "$tmp/big.txt" --steps 0 --gen-tokens 0
-    measure seed python "$here/seed_load.py" "$tmp/big.txt"
+    measure seed python "$here/seed_load.py" "$tmp/big.txt" ${SEED_REFERENCE:+"$SEED_REFERENCE"}
 done
