@@ -92,6 +92,12 @@ class MetricsLog:
         self.path = Path(path)
         self._file: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self.error: str | None = None
+        try:
+            if not _ends_a_line(self.path):  # a torn last line (a kill mid-write): end it first
+                self._file.write("\n")
+                self._file.flush()
+        except OSError:  # (a full disk: the first record's write says so, as any other)
+            pass
 
     def __call__(self, event: Event) -> None:
         if self._file is None:
@@ -131,6 +137,15 @@ class MetricsLog:
 def _finite(record: dict[str, Any]) -> dict[str, Any]:
     # JSON has no NaN or Infinity; write null so that every line stays standard JSON.
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether the file is empty or ends with a newline."""
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def read_metrics(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -167,6 +167,17 @@ def test_metrics_jsonl_holds_steps_and_evals(corpus: Corpus, tmp_path: Path) -> 
     assert all("train_loss" in r and "val_loss" in r for r in evals)
 
 
+def test_a_log_reopened_after_a_torn_line_starts_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """A run killed mid-write leaves a torn last line; the resumed run's first record (its
+    start) must not be glued onto it, or every reader loses that record."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"event": "step", "iter": 1, "time_s": 0.1, "loss": 4.0, "lr": 0.001}\n{"event": "step", "iter": 2')
+    log = MetricsLog(path)
+    log(ev.Paused(iter=2, time_s=0.5))
+    log.close()
+    assert [(r["event"], r["iter"]) for r in read_metrics(path)] == [("step", 1), ("pause", 2)]
+
+
 def test_a_failing_listener_does_not_stop_training(corpus: Corpus) -> None:
     model_config, train_config = tiny_configs(corpus)
 
