@@ -89,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.optimizer == "muon":
+            _require_muon()
         _require_positive("muon_lr", self.muon_lr)
         if not 0.0 <= self.muon_momentum < 1.0:
             raise ConfigError("muon_momentum must be in [0, 1)")
@@ -112,6 +114,15 @@ class TrainConfig:
 # there it picks the most likely character anyway.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 TEMPERATURE_RULE = f"0 (always the most likely character) or from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}"
+
+
+def _require_muon() -> None:
+    import torch  # here, not above: viewers import this module and never PyTorch
+
+    if not hasattr(torch.optim, "Muon"):
+        raise ConfigError(
+            f"--optimizer muon needs PyTorch 2.9 or later (torch.optim.Muon); this is {torch.__version__}"
+        )
 
 
 def check_run(model_config: GPTConfig, train_config: TrainConfig, vocab_size: int, world_size: int) -> None:

@@ -53,6 +53,15 @@ def test_adamw_is_the_default_and_keeps_one_optimizer() -> None:
     assert isinstance(make_optimizer(model, TrainConfig()), torch.optim.AdamW)
 
 
+def test_muon_on_a_pytorch_without_it_is_one_line_and_status_2(text: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.optim.Muon arrived in PyTorch 2.9; pyproject allows older ones."""
+    monkeypatch.delattr(torch.optim, "Muon")
+    assert main([str(text), *TINY_FLAGS, "--headless", "--optimizer", "muon", "--out-dir", str(tmp_path / "run")]) == 2
+    one_clear_line(capsys.readouterr().err, "--optimizer muon needs PyTorch 2.9 or later")
+
+
 def test_a_muon_run_resumed_goes_on_as_the_uninterrupted_one(corpus: Corpus, tmp_path: Path) -> None:
     # a warmup past the checkpoint: the resumed run's rates must go on rising as the first's did
     # (the constant schedule's: the cosine one depends on max_iters, which the first half changes)

@@ -171,7 +171,8 @@ def test_a_log_reopened_after_a_torn_line_starts_on_a_line_of_its_own(tmp_path: 
     """A run killed mid-write leaves a torn last line; the resumed run's first record (its
     start) must not be glued onto it, or every reader loses that record."""
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"event": "step", "iter": 1, "time_s": 0.1, "loss": 4.0, "lr": 0.001}\n{"event": "step", "iter": 2')
+    whole = '{"event": "step", "iter": 1, "time_s": 0.1, "loss": 4.0, "lr": 0.001}\n'
+    path.write_text(whole + '{"event": "step", "iter": 2')
     log = MetricsLog(path)
     log(ev.Paused(iter=2, time_s=0.5))
     log.close()
