@@ -244,6 +244,36 @@ async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tm
         assert OVERLAY_COLOURS[0] in colours
 
 
+def test_c_offers_a_forks_parent_and_its_forks_from_inside_the_run(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started as `chargpt-tui text.txt` names its text so; its forks and resumed runs name
+    it by the absolute path config.json also records. And a dashboard attached as `.` from
+    inside the run looks beside it, not inside it."""
+    from chargpt_tui.dashboard.overlays import Overlays
+
+    def text_of(run: Path, name: str, path: str | None) -> None:
+        config = json.loads((run / "config.json").read_text())
+        config["corpus"] = {"name": name, **({"path": path} if path else {})}
+        (run / "config.json").write_text(json.dumps(config))
+
+    base, fork, old, other = (write_run(tmp_path / n, lr=1e-3, best=1.9) for n in ("base", "fork", "old", "other"))
+    text_of(base, "text.txt", "/data/text.txt")
+    text_of(fork, "/data/text.txt", "/data/text.txt")
+    text_of(old, "data/text.txt", None)  # written before config.json had the path
+    text_of(other, "another.txt", "/data/another.txt")
+
+    class App:
+        def call_from_thread(self, f, rows) -> None:  # noqa: ANN001
+            self.offered = sorted(Path(r.path).name for r in rows)
+
+    app = App()
+    Overlays(app, None)._candidates(base)
+    assert app.offered == ["fork", "old"]
+    monkeypatch.chdir(fork)
+    Overlays(app, None)._candidates(Path("."))
+    assert app.offered == ["base", "old"]
+
+
 def test_the_optimizer_is_a_setting_that_can_differ(tmp_path: Path) -> None:
     from chargpt_tui.wire.run_table import differing, read_rows
 

@@ -33,10 +33,10 @@ class Overlays:
         self.app.run_worker(lambda: self._candidates(run_dir), thread=True, group="overlays")
 
     def _candidates(self, run_dir: Path) -> None:
+        run_dir = run_dir.resolve()  # (attached as `.` from inside it, its parent is `..`)
         rows = read_rows(run_dir.parent)
-        own = next((r for r in rows if Path(r.path).resolve() == run_dir.resolve()), None)
-        corpus = own.summary.corpus if own is not None else None
-        same = [r for r in rows if r is not own and (corpus is None or r.summary.corpus == corpus)]
+        own = next((r for r in rows if Path(r.path).resolve() == run_dir), None)
+        same = [r for r in rows if r is not own and (own is None or own.same_text(r))]
         self.app.call_from_thread(self._show_picker, same)
 
     def _show_picker(self, rows: list[RunRow]) -> None:

@@ -88,6 +88,15 @@ class RunRow:
     def text(self) -> str:
         return Path(self.summary.corpus).name or self.summary.corpus
 
+    def same_text(self, other: RunRow) -> bool:
+        """Whether two runs trained on one text: by its absolute path where both recorded it (a
+        run started as `chargpt-tui text.txt` is named text.txt, its forks and resumed runs by
+        the path), else by the file's name."""
+        mine, theirs = self.setting("corpus", "path"), other.setting("corpus", "path")
+        if isinstance(mine, str) and isinstance(theirs, str) and mine and theirs:
+            return mine == theirs
+        return self.text == other.text
+
     def setting(self, section: str, key: str) -> Any:
         holder = self.config if not section else self.config.get(section)
         return holder.get(key) if isinstance(holder, dict) else None
