@@ -159,6 +159,37 @@ async def test_a_selected_run_stays_live(tmp_path: Path) -> None:
         assert _table(app)[1][0][3].startswith("150/")
 
 
+async def test_the_table_stays_where_it_was_scrolled_as_runs_change(tmp_path: Path) -> None:
+    """At 80 columns the table is wider than the screen: a run that trains on (read again every
+    poll) must not throw it back to its left edge."""
+    names = [f"tinyshakespeare-2026120{i}-101500" for i in range(3)]
+    for name, lr, dropout in zip(names, (1e-3, 3e-4, 1e-4), (0.0, 0.1, 0.2)):
+        write_run(tmp_path / name, lr=lr, best=1.9, dropout=dropout)
+    app = RunsApp(tmp_path, poll_s=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _loaded(app, pilot)
+        table = app.query_one(DataTable)
+        assert table.virtual_size.width > 80
+        await pilot.pause(0.2)  # the first table drawn
+
+        def scrolled() -> bool:
+            table.scroll_to(x=12, animate=False)
+            return table.scroll_x == 12
+
+        await _until(pilot, scrolled, "scrolled")
+        log = MetricsLog(tmp_path / names[0] / "metrics.jsonl")
+        append_steps(log, 101, 120)
+        log.close()
+        await _until(pilot, lambda: _table(app)[1][0][3].startswith("120/"), "the new step shown")
+        await pilot.pause(0.3)
+        assert table.scroll_x == 12
+        # a run appearing changes the rows: the table is built anew, still where it was
+        write_run(tmp_path / "d", lr=1e-3, best=2.0)
+        await _until(pilot, lambda: table.row_count == 4, "the new run listed")
+        await pilot.pause(0.3)
+        assert table.scroll_x == 12
+
+
 async def test_names_and_samples_from_disk_are_literal(tmp_path: Path) -> None:
     write_run(tmp_path / "[bold]x[i]", lr=1e-3, best=1.9, sample="[/]")
     app = RunsApp(tmp_path)

@@ -145,7 +145,8 @@ class RunsApp(App[str | None]):
             self.state.selected.pop(path, None)
         self.rows.update({r.path: r for r in changed})
         if gone or any(before.get(r.path) != r.summary for r in changed):
-            self._show_table()
+            if gone or not self._update_cells(changed):
+                self._show_table()
         if grew or gone:
             self._update_compare()
 
@@ -159,9 +160,26 @@ class RunsApp(App[str | None]):
         fixed = [c for c in FIXED if c[0] != "parent" or any(r.parent for r in self.rows.values())]
         return [("mark", " "), *fixed, *differing(self.rows.values())]
 
+    def _update_cells(self, changed: list[RunRow]) -> bool:
+        """The changed runs' cells, in place, when the columns and the rows' order are as shown:
+        a table built anew at every read (every 2 s while a run trains) would jump back to its
+        left edge. False when they are not."""
+        table = self.query_one(DataTable)
+        columns = [key for key, _ in self.columns()]
+        rows = [r.path for r in self.visible_rows()]
+        if [c.value for c in table.columns] != columns or [r.value for r in table.rows] != rows:
+            return False
+        for row in changed:
+            if row.path in table.rows:
+                for key in columns:
+                    table.update_cell(row.path, key, self._cell(row, key), update_width=True)
+        self._title(len(rows))
+        return True
+
     def _show_table(self) -> None:
         table = self.query_one(DataTable)
         cursor = self._cursor_path() or self.state.cursor
+        scrolled_x = table.scroll_x  # kept: the table is rebuilt, not moved sideways
         table.clear(columns=True)
         columns = self.columns()
         for key, heading in columns:
@@ -172,6 +190,7 @@ class RunsApp(App[str | None]):
             table.add_row(*[self._cell(row, key) for key, _ in columns], key=row.path)
         if cursor is not None and cursor in {r.path for r in rows}:
             table.move_cursor(row=table.get_row_index(cursor))
+        self.call_after_refresh(table.scroll_to, x=scrolled_x, animate=False)
         self._title(len(rows))
 
     def _cell(self, row: RunRow, key: str) -> Text:
