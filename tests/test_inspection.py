@@ -161,6 +161,7 @@ def test_inspect_prints_the_models_figures_plain_when_piped(checkpoint: Path, ca
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--attention", "3.1"], "the model has 2 layers of 4 heads"),
+    (["--attention", "3"], "--attention 3: the model has 2 layers"),
     (["--attention", "0.1"], "count from 1"),
     (["--attention", "x"], "a layer and head such as 1.2"),
     (["--prompt", "€"], "not in the checkpoint's vocabulary"),
@@ -173,7 +174,9 @@ def test_inspect_bad_input_is_one_clear_line(checkpoint: Path, capsys: pytest.Ca
     except SystemExit as exc:  # argparse's own checks end here, through the same one-line error
         status = exc.code
     assert status == 2
-    one_clear_line(capsys.readouterr().err, fragment)
+    out, err = capsys.readouterr()
+    one_clear_line(err, fragment)
+    assert out == ""  # nothing printed before the flags were found wrong
 
 
 # ---- the dashboard's views: a (attention) and w (where it struggles), on a finished run -----------

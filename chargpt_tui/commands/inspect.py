@@ -27,6 +27,16 @@ def inspect_command(args: argparse.Namespace) -> int:
     console = Console(highlight=False, no_color=plain, soft_wrap=True, emoji=False, markup=False)
     prompt = args.prompt or tokenizer.chars[tokenizer.start_id()]  # nothing typed: what generation starts from
     _known(tokenizer, prompt, "the prompt")
+    # every flag checked before anything is printed
+    n_layers, n_heads = model.config.n_layers, model.config.n_heads
+    if args.attention:
+        layer, head = args.attention
+        if layer > n_layers or (head is not None and head > n_heads):
+            asked = f"{layer}.{head}" if head is not None else f"{layer}"
+            raise UsageError(f"--attention {asked}: the model has {n_layers} layers of {n_heads} heads")
+    if args.loss:
+        text = _read(args.loss, args.loss_chars)
+        _known(tokenizer, text, args.loss)
     block = model.config.block_size
     window = prompt[-block:]
     ids = tokenizer.encode(window)
@@ -49,10 +59,6 @@ def inspect_command(args: argparse.Namespace) -> int:
     console.print(render.top_k_bars([(tokenizer.chars[i], float(last[i])) for i in top]))
 
     if args.attention:
-        layer, head = args.attention
-        n_layers, n_heads = model.config.n_layers, model.config.n_heads
-        if layer > n_layers or (head is not None and head > n_heads):
-            raise UsageError(f"--attention {layer}.{head}: the model has {n_layers} layers of {n_heads} heads")
         maps = attention_maps(model, ids)[layer - 1]
         for h in [head] if head is not None else range(1, n_heads + 1):
             weights = maps[h - 1].tolist()
@@ -64,8 +70,6 @@ def inspect_command(args: argparse.Namespace) -> int:
             console.print(render.attention_row(window, weights[-1], len(window) - 1))
 
     if args.loss:
-        text = _read(args.loss, args.loss_chars)
-        _known(tokenizer, text, args.loss)
         losses = char_losses(model, tokenizer.encode(text)).tolist()
         mean = sum(losses) / len(losses) if losses else float("nan")
         _heading(console, f"Where it struggles: the first {len(text):,} characters of {Path(args.loss).name} "
