@@ -240,3 +240,20 @@ def test_the_attention_map_draws_a_prompt_shorter_than_its_window() -> None:
     shown.show("ab", [[[[1.0, 0.0], [0.3, 0.7]]]])
     text = shown.render().plain
     assert "layer 1/1 · head 1/1" in text and "position 1 (b) looks at: 1 (b) 0.700,  0 (a) 0.300" in text
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_the_heatmaps_columns_stay_one_cell_each_for_wide_and_combining_characters(plain: bool) -> None:
+    """A CJK character takes two cells, a combining accent none: as labels they pushed the rows
+    of the heatmap out of line with the columns."""
+    from rich.cells import cell_len
+
+    from chargpt_tui.inside import render
+
+    chars = "ab漢字c\u0301"
+    n = len(chars)
+    weights = [[1.0 / (q + 1) if k <= q else 0.0 for k in range(n)] for q in range(n)]
+    lines = render.heatmap(chars, weights, plain=plain).plain.split("\n")
+    assert {cell_len(line) for line in lines} == {2 + n}
+    bars = render.top_k_bars([("漢", 0.5), ("a", 0.25)]).plain.split("\n")
+    assert len({cell_len(line.split("%")[0]) for line in bars}) == 1  # the percentages line up

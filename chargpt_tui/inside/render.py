@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rich.cells import cell_len
 from rich.color import Color
 from rich.style import Style
 from rich.text import Text
@@ -27,6 +28,13 @@ def visible(char: str) -> str:
     if char == " ":
         return "␣"
     return char if char.isprintable() else "·"
+
+
+def one_cell(char: str) -> str:
+    """visible(char), or □ where that is not one cell wide (a CJK character takes two, a
+    combining mark none): for the attention map's columns, a character each."""
+    shown = visible(char)
+    return shown if cell_len(shown) == 1 else "□"
 
 
 def _mix(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> Color:
@@ -93,7 +101,8 @@ def top_k_bars(choices: Sequence[tuple[str, float]], width: int = 30) -> Text:
         full = int(cells)
         part = int((cells - full) * 8)
         bar = "█" * full + (BAR[8 - part] if part else "")
-        out.append(f"{visible(char)!s:>2} ", style="bold")
+        shown = visible(char)
+        out.append(" " * max(0, 2 - cell_len(shown)) + shown + " ", style="bold")
         out.append(f"{100 * p:5.1f}% ")
         out.append(bar, style="cyan")
     return out
@@ -105,17 +114,17 @@ HEAT_LOW, HEAT_HIGH = (20, 20, 40), (255, 210, 60)
 def heatmap(chars: str, weights: Sequence[Sequence[float]], plain: bool = False, rows: range | None = None,
             cols: range | None = None, cursor: int | None = None) -> Text:
     """Attention weights: a row a query character (its label at the left), a column a key
-    character (labels above), each cell shaded by the weight; above the diagonal (the future,
-    masked) a dim dot. Plain: a weight as one of ' .:-=+*#%@'. rows, cols: a window of the
+    character (labels above, one cell each: see one_cell), each cell shaded by the weight; above
+    the diagonal (the future, masked) a dim dot. Plain: a weight as one of ' .:-=+*#%@'. rows, cols: a window of the
     matrix (a screen that scrolls over a long prompt); cursor: the query row marked."""
     rows = rows if rows is not None else range(len(chars))
     cols = cols if cols is not None else range(len(chars))
     out = Text("  ")
-    out.append("".join(visible(chars[k]) for k in cols), style="bold")
+    out.append("".join(one_cell(chars[k]) for k in cols), style="bold")
     ramp = " .:-=+*#%@"
     for q in rows:
         out.append("\n")
-        out.append(visible(chars[q]), style="bold reverse" if q == cursor else "bold")
+        out.append(one_cell(chars[q]), style="bold reverse" if q == cursor else "bold")
         out.append(" ")
         for k in cols:
             if k > q:
