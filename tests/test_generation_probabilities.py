@@ -62,12 +62,14 @@ async def test_each_generated_character_is_shaded_by_the_probability_it_was_draw
             if len(screen.generated) == 20:
                 break
         shown = screen.query_one(GeneratedText)
-        assert len(screen.generated) == 20 and len(shown.distributions) == 20
+        assert len(screen.generated) == 20 and len(shown.tops) == 20
         text = "the " + screen.generated
         for i, char in enumerate(screen.generated):
             expected = next_char_probs(model, tokenizer.encode(text[:4 + i]), 0.8, 5)[-1]
-            torch.testing.assert_close(torch.tensor(shown.distributions[i]), expected, atol=TOL, rtol=0)
-            assert sum(p > 0 for p in shown.distributions[i]) == 5
+            kept = dict(shown.tops[i])  # top-k 5: every character it could have drawn
+            assert set(kept) == set(expected.nonzero()[:, 0].tolist())
+            torch.testing.assert_close(torch.tensor([kept[j] for j in sorted(kept)]), expected[sorted(kept)],
+                                       atol=TOL, rtol=0)
             assert shown.probs[i] == pytest.approx(float(expected[tokenizer.stoi[char]]), abs=TOL)
         rendered = shown.render()
         assert rendered.plain.startswith("the ")
@@ -82,8 +84,35 @@ async def test_each_generated_character_is_shaded_by_the_probability_it_was_draw
         await pilot.press("left")
         assert shown.cursor == 18
         panel = str(screen.query_one("#generate-top-k", Static).render())
-        p = 100 * shown.distributions[18][tokenizer.stoi[screen.generated[18]]]
+        p = 100 * shown.probs[18]
         assert "character 19: " in panel and f"drawn with {p:.1f}%" in panel
+
+
+async def test_what_is_kept_of_each_distribution_does_not_grow_with_the_vocabulary(
+        model_and_tokenizer: tuple[GPT, CharTokenizer]) -> None:
+    """With no top-k a character is drawn from the whole vocabulary; the prompt keeps only the
+    most likely few of each (a text of 3,000 distinct characters kept 580 MB for 5,000)."""
+    from chargpt_tui.dashboard.screens.generate import TOP_K_SHOWN
+
+    model, tokenizer = model_and_tokenizer
+    app = Host(model, tokenizer)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#prompt", Input).value = "the "
+        screen.query_one("#max-tokens", Input).value = "10"
+        await pilot.press("enter")
+        for _ in range(400):
+            await pilot.pause(0.02)
+            if len(screen.generated) == 10:
+                break
+        shown = screen.query_one(GeneratedText)
+        assert tokenizer.vocab_size > TOP_K_SHOWN and len(shown.tops) == 10
+        text = "the " + screen.generated
+        for i in range(10):
+            expected = next_char_probs(model, tokenizer.encode(text[:4 + i]), 0.8, None)[-1]  # the default 0.8
+            assert len(shown.tops[i]) == TOP_K_SHOWN
+            assert [p for _, p in shown.tops[i]] == pytest.approx(expected.topk(TOP_K_SHOWN).values.tolist(), abs=TOL)
 
 
 def test_generating_with_distributions_draws_the_same_characters(model_and_tokenizer: tuple[GPT, CharTokenizer]
@@ -104,7 +133,7 @@ def test_the_text_kept_is_bounded() -> None:
     shown = GeneratedText()
     shown.start("the ")
     for _ in range(30):
-        shown.add("ab" * 200, [0.5] * 400, [[0.5, 0.5]] * 400)
-    assert len(shown.chars) == len(shown.probs) == len(shown.distributions) <= MAX_KEPT
+        shown.add("ab" * 200, [0.5] * 400, [((0, 0.5), (1, 0.5))] * 400)
+    assert len(shown.chars) == len(shown.probs) == len(shown.tops) <= MAX_KEPT
     assert shown.dropped + len(shown.chars) == 12_000
     assert shown.render().plain.startswith(f"… {shown.dropped:,} earlier characters")

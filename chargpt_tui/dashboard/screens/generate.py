@@ -23,7 +23,7 @@ from chargpt_tui.inside import render
 from model.config import TEMPERATURE_RULE, temperature_ok
 from model.tokenizer import CharTokenizer
 
-from ..widgets.generated_text import GeneratedText
+from ..widgets.generated_text import GeneratedText, Top
 
 TOP_K_SHOWN = 5  # the most likely characters listed for the one at the cursor
 
@@ -34,11 +34,14 @@ class GenerateScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Stop and close")]
 
     class TextGenerated(Message):
-        def __init__(self, text: str, probs: list[float], distributions: list[list[float]]) -> None:
+        def __init__(self, text: str, probs: list[float], tops: list[Top]) -> None:
             super().__init__()
             self.text = text
             self.probs = probs  # the probability each character was drawn with
-            self.distributions = distributions  # what each was drawn from (temperature and top-k applied)
+            # what each was drawn from (temperature and top-k applied): its TOP_K_SHOWN most
+            # likely characters, (id, probability); never the whole vocabulary's (thousands of
+            # characters in some texts, for each of thousands generated)
+            self.tops = tops
 
     def __init__(self, snapshot: Callable[[], GPT], tokenizer: CharTokenizer, seed: int = 1337,
                  source: str = "the model as it is now") -> None:
@@ -127,10 +130,14 @@ class GenerateScreen(ModalScreen[None]):
 
         def post() -> None:
             nonlocal pending
-            dists = [d[0].tolist() for d in drawn[:len(pending)]]
+            dists = torch.cat(drawn[:len(pending)])  # (characters, vocabulary)
             del drawn[:len(pending)]  # handed on: nothing kept here
-            probs = [dist[self.tokenizer.stoi[c]] for dist, c in zip(dists, pending)]
-            self.post_message(self.TextGenerated("".join(pending), probs, dists))
+            ids = torch.tensor([self.tokenizer.stoi[c] for c in pending])
+            probs = dists.gather(1, ids[:, None])[:, 0].tolist()
+            best = dists.topk(min(TOP_K_SHOWN, dists.shape[1]), dim=1)
+            tops = [tuple((i, p) for i, p in zip(row_ids, row_ps) if p > 0)
+                    for row_ids, row_ps in zip(best.indices.tolist(), best.values.tolist())]
+            self.post_message(self.TextGenerated("".join(pending), probs, tops))
             pending = []
 
         stream = model.generate_stream(context, max_tokens, temperature, top_k, generator, distributions=drawn)
@@ -147,7 +154,7 @@ class GenerateScreen(ModalScreen[None]):
 
     def on_generate_screen_text_generated(self, message: TextGenerated) -> None:
         self.generated += message.text
-        self.query_one(GeneratedText).add(message.text, message.probs, message.distributions)
+        self.query_one(GeneratedText).add(message.text, message.probs, message.tops)
         if self.query_one(GeneratedText).cursor is None:
             self.query_one("#generate-output", VerticalScroll).scroll_end(animate=False)
 
@@ -156,15 +163,13 @@ class GenerateScreen(ModalScreen[None]):
         """At the cursor: the character drawn, and the most likely ones it was drawn from."""
         shown = self.query_one("#generate-top-k", Static)
         text = self.query_one(GeneratedText)
-        if event.index is None or event.index >= len(text.distributions):
+        if event.index is None or event.index >= len(text.tops):
             shown.update("")
             return
-        dist = text.distributions[event.index]
-        top = sorted(range(len(dist)), key=lambda i: -dist[i])[:TOP_K_SHOWN]
         char = text.chars[event.index]
         head = Text(f"character {text.dropped + event.index + 1}: {render.visible(char)} drawn with "
-                    f"{100 * dist[self.tokenizer.stoi[char]]:.1f}%; the most likely were:\n")
-        shown.update(head + render.top_k_bars([(self.tokenizer.chars[i], dist[i]) for i in top if dist[i] > 0]))
+                    f"{100 * text.probs[event.index]:.1f}%; the most likely were:\n")
+        shown.update(head + render.top_k_bars([(self.tokenizer.chars[i], p) for i, p in text.tops[event.index]]))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

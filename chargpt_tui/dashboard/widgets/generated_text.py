@@ -1,7 +1,7 @@
 """The generation prompt's text: the prompt as typed, then each generated character shaded by the
 probability the model gave it. Focused (Tab), a cursor moves through the generated characters
-(left, right, home, end) and the screen shows, for that position, the distribution the character
-was drawn from (CursorMoved)."""
+(left, right, home, end) and the screen shows, for that position, the most likely characters of the
+distribution it was drawn from (CursorMoved)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from textual.widget import Widget
 from chargpt_tui.inside import render
 
 CURSOR = Style(reverse=True, bold=True)
-MAX_KEPT = 5000  # generated characters shown (and their distributions kept): the latest
+MAX_KEPT = 5000  # generated characters shown (and what each was drawn from kept): the latest
+Top = tuple[tuple[int, float], ...]  # a distribution's most likely characters: (id, probability)
 
 
 class GeneratedText(Widget, can_focus=True):
@@ -35,22 +36,22 @@ class GeneratedText(Widget, can_focus=True):
         self.prompt = ""
         self.chars: list[str] = []  # generated (the latest MAX_KEPT)
         self.probs: list[float] = []  # the probability each was drawn with
-        self.distributions: list[list[float]] = []  # what each was drawn from
+        self.tops: list[Top] = []  # what each was drawn from: its most likely characters
         self.dropped = 0  # generated characters before the kept ones
         self.cursor: int | None = None
 
     def start(self, prompt: str) -> None:
-        self.prompt, self.chars, self.probs, self.distributions, self.dropped = prompt, [], [], [], 0
+        self.prompt, self.chars, self.probs, self.tops, self.dropped = prompt, [], [], [], 0
         self.cursor = None
         self.refresh(layout=True)
 
-    def add(self, chars: str, probs: list[float], distributions: list[list[float]]) -> None:
+    def add(self, chars: str, probs: list[float], tops: list[Top]) -> None:
         self.chars.extend(chars)
         self.probs.extend(probs)
-        self.distributions.extend(distributions)
+        self.tops.extend(tops)
         if len(self.chars) > MAX_KEPT:  # bounded: memory, and the time each redraw takes
             drop = len(self.chars) - MAX_KEPT + MAX_KEPT // 5
-            del self.chars[:drop], self.probs[:drop], self.distributions[:drop]
+            del self.chars[:drop], self.probs[:drop], self.tops[:drop]
             self.dropped += drop
             self.prompt = ""
             if self.cursor is not None:
