@@ -238,6 +238,37 @@ async def test_generate_and_fork_from_the_table(tmp_path: Path) -> None:
         assert child_train[0] == 21 and child_val[0] == 20
 
 
+async def test_the_fork_form_names_the_latest_checkpoints_own_step(tmp_path: Path) -> None:
+    """A run that crashed at step 771 with its latest checkpoint at 500: the form says 500, and a
+    fork of it may train to 600."""
+    run = tmp_path / "crashed"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": {"max_iters": 2000, "learning_rate": 1e-3},
+                                                 "corpus": {"name": "tiny.txt"}}))
+    log = MetricsLog(run / "metrics.jsonl")
+    log(ev.RunStarted(0, 0.0, 2000, 1000, 3, "tiny.txt", 5000, "cpu", "CPU", "float32", 1, "2", None, False, 0.0))
+    append_steps(log, 1, 500)
+    log(ev.EvalDone(500, 250.0, 2.0, 2.1, 2.1, 500, True))
+    log(ev.CheckpointSaved(500, 250.0, str(run / "ckpt.pt"), "eval", True))
+    append_steps(log, 501, 771)
+    log.close()
+    (run / "ckpt.pt").write_bytes(b"(the form reads no checkpoint)")
+    app = RunsApp(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _loaded(app, pilot)
+        await pilot.press("f")
+        form = app.screen
+        assert isinstance(form, ForkScreen)
+        form.query_one("#fork-from").value = "latest"
+        await pilot.pause()
+        assert "latest checkpoint (step 500)" in str(form.query_one("#fork-from SelectCurrent #label").render())
+        form.query_one("#fork-max_iters").value = "600"
+        flags, problem = form.flags()
+        assert problem == "" and "--max-iters" in flags
+        form.query_one("#fork-max_iters").value = "450"
+        assert form.flags()[1] == "max iters: must be above the checkpoint's step (500)"
+
+
 # ---- the dashboard's c: other runs of the same text on its chart ---------------------------------
 async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tmp_path: Path) -> None:
     from textual.widgets import SelectionList

@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from chargpt_tui.wire.run_table import RunRow, format_setting
+from chargpt_tui.wire.runs import latest_checkpoint_iter
 from model.rundir import RunDir
 
 # (flag, config section, key, label, kind): what a fork may change, as the issue of a fork is
@@ -41,6 +42,7 @@ class ForkScreen(ModalScreen[list[str] | None]):
     def __init__(self, row: RunRow) -> None:
         super().__init__()
         self.row = row
+        self.latest = latest_checkpoint_iter(Path(row.path))  # ckpt.pt's step (None: none recorded)
 
     def compose(self) -> ComposeResult:
         s = self.row.summary
@@ -49,7 +51,8 @@ class ForkScreen(ModalScreen[list[str] | None]):
             yield Static(Text(f"Fork {s.name}", style="bold"), id="fork-title")  # a name from disk: literal
             with Grid(id="fork-fields"):
                 yield Label("from")
-                choices = [(f"latest checkpoint (step {s.iter:,})", "latest")]
+                at = f"step {self.latest:,}" if self.latest is not None else "its step unrecorded"
+                choices = [(f"latest checkpoint ({at})", "latest")]
                 if has_best:
                     choices.insert(0, (f"best (val {s.best_val_loss:.4f} @ {s.best_iter:,})", "best"))
                 yield Select(choices, value=choices[0][1], allow_blank=False, id="fork-from", compact=True)
@@ -97,7 +100,7 @@ class ForkScreen(ModalScreen[list[str] | None]):
                 return [], f"{label}: must be above 0"
             if key == "dropout" and value >= 1:
                 return [], "dropout: must be below 1"
-            start = self.row.summary.best_iter if which == "best" else self.row.summary.iter
+            start = self.row.summary.best_iter if which == "best" else self.latest
             if key == "max_iters" and start is not None and value <= start:
                 return [], f"max iters: must be above the checkpoint's step ({start:,})"
             flags += [flag, text]

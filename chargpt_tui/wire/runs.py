@@ -147,6 +147,30 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
     return records
 
 
+def latest_checkpoint_iter(path: Path, chunk: int = 1 << 16) -> int | None:
+    """The step of a run's latest ckpt.pt: its last "checkpoint" record, read from the end of
+    metrics.jsonl backwards (a running or crashed run's last step is often past it). None if
+    there is none."""
+    try:
+        f = open(path / "metrics.jsonl", "rb")  # noqa: SIM115
+    except OSError:
+        return None
+    with f:
+        pos, tail = f.seek(0, os.SEEK_END), b""
+        while pos > 0:
+            step = min(chunk, pos)
+            pos -= step
+            f.seek(pos)
+            lines = (f.read(step) + tail).split(b"\n")
+            tail = lines.pop(0) if pos > 0 else b""
+            for line in reversed(lines):
+                if line.startswith(b'{"event": "checkpoint"'):
+                    record = _record(line)
+                    if record is not None and isinstance(record.get("iter"), int):
+                        return int(record["iter"])
+    return None
+
+
 def _record(line: bytes) -> dict[str, Any] | None:
     if not line.strip():
         return None
