@@ -257,3 +257,28 @@ def test_the_heatmaps_columns_stay_one_cell_each_for_wide_and_combining_characte
     assert {cell_len(line) for line in lines} == {2 + n}
     bars = render.top_k_bars([("漢", 0.5), ("a", 0.25)]).plain.split("\n")
     assert len({cell_len(line.split("%")[0]) for line in bars}) == 1  # the percentages line up
+
+
+@pytest.mark.parametrize("scan_bytes", [16 << 20, 1024])
+def test_the_struggles_passage_is_validation_text_when_the_last_tenth_is_in_another_script(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan_bytes: int) -> None:
+    """The split is at 90% of the characters; 90% of the bytes of a text whose first nine tenths
+    are CJK (3 bytes a character) and last tenth ASCII is deep in the training text. With a
+    short scan back from the end, the passage starts later in the split, still inside it."""
+    import json
+
+    from chargpt_tui.wire import passages
+
+    monkeypatch.setattr(passages, "SCAN_BYTES", scan_bytes)
+    train = ("漢字かな\n" * 6000)[:27000]
+    val = ("plain ascii words\n" * 500)[:3000]
+    text = train + val
+    path = tmp_path / "mixed.txt"
+    path.write_text(text, encoding="utf-8")
+    assert int(0.9 * len(text)) == len(train)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"corpus": {"name": "mixed.txt", "path": str(path),
+                                                            "n_chars": len(text)}}))
+    passage = passages.validation_passage(run, chars=500)
+    assert passage and len(passage) == 500 and passage in val
