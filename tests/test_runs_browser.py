@@ -269,6 +269,19 @@ async def test_the_fork_form_names_the_latest_checkpoints_own_step(tmp_path: Pat
         assert form.flags()[1] == "max iters: must be above the checkpoint's step (500)"
 
 
+def test_the_latest_checkpoint_is_looked_for_in_the_end_of_the_log_only(tmp_path: Path) -> None:
+    """The form opens on the app's thread: a log with no checkpoint record near its end is not
+    read back to its start."""
+    from chargpt_tui.wire.runs import latest_checkpoint_iter
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log(ev.CheckpointSaved(10, 5.0, str(tmp_path / "ckpt.pt"), "eval", False))
+    append_steps(log, 11, 400)
+    log.close()
+    assert latest_checkpoint_iter(tmp_path) == 10
+    assert latest_checkpoint_iter(tmp_path, chunk=1024, most=4096) is None
+
+
 # ---- the dashboard's c: other runs of the same text on its chart ---------------------------------
 async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tmp_path: Path) -> None:
     from textual.widgets import SelectionList

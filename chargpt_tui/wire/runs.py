@@ -147,22 +147,23 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
     return records
 
 
-def latest_checkpoint_iter(path: Path, chunk: int = 1 << 16) -> int | None:
+def latest_checkpoint_iter(path: Path, chunk: int = 1 << 16, most: int = 8 << 20) -> int | None:
     """The step of a run's latest ckpt.pt: its last "checkpoint" record, read from the end of
-    metrics.jsonl backwards (a running or crashed run's last step is often past it). None if
-    there is none."""
+    metrics.jsonl backwards (a running or crashed run's last step is often past it), at most
+    `most` bytes back (a checkpoint is saved at every evaluation). None if none was found."""
     try:
         f = open(path / "metrics.jsonl", "rb")  # noqa: SIM115
     except OSError:
         return None
     with f:
         pos, tail = f.seek(0, os.SEEK_END), b""
-        while pos > 0:
-            step = min(chunk, pos)
+        floor = max(0, pos - most)
+        while pos > floor:
+            step = min(chunk, pos - floor)
             pos -= step
             f.seek(pos)
             lines = (f.read(step) + tail).split(b"\n")
-            tail = lines.pop(0) if pos > 0 else b""
+            tail = lines.pop(0) if pos > 0 else b""  # (at the floor: a part line, dropped)
             for line in reversed(lines):
                 if line.startswith(b'{"event": "checkpoint"'):
                     record = _record(line)
