@@ -146,3 +146,14 @@ async def app_until(pilot, condition, timeout: float = 30.0) -> None:  # noqa: A
     while not condition():
         assert loop.time() < deadline, "timed out waiting for the app"
         await pilot.pause(0.02)
+
+
+def collect(trainer) -> list[ev.Event]:  # noqa: ANN001
+    """Every event the trainer emits from now on, in a list."""
+    seen: list[ev.Event] = []
+    trainer.add_listener(seen.append)
+    return seen
+
+
+def steps_of(events: list[ev.Event]) -> list[tuple[int, float]]:
+    return [(i, loss) for e in events if isinstance(e, ev.StepsDone) for i, loss in zip(e.iters, e.losses)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_configs
+from helpers import collect, tiny_configs
 
 from model import events as ev
 from model.checkpoint import load_checkpoint
@@ -18,12 +18,6 @@ from model.evaluation import FIRST_EVAL_BATCHES
 from model.optim import lr_at
 from model.rundir import RunDir
 from model.trainer import Trainer
-
-
-def collect(trainer: Trainer) -> list[ev.Event]:
-    seen: list[ev.Event] = []
-    trainer.add_listener(seen.append)
-    return seen
 
 
 def test_a_requested_evaluation_that_is_the_best_so_far_writes_best_pt(corpus: Corpus, tmp_path: Path) -> None:
