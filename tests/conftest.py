@@ -12,6 +12,7 @@ from helpers import make_text
 from model.data import Corpus
 
 if TYPE_CHECKING:
+    from dashboards import Dashboard
     from serving import ServedRun
 
 
@@ -90,3 +91,12 @@ def run(corpus: Corpus, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
     trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir, event_interval_s=0.02)
     with ServedRun(trainer, **options) as served:
         yield served
+
+
+@pytest.fixture
+def dashboard(corpus: Corpus, tmp_path: Path) -> Iterator[Dashboard]:
+    """make(start=True, **train) -> (app, run): a dashboard attached to a served run. The run
+    starts training at once unless start=False (then run.start() after changing the trainer)."""
+    from dashboards import served_dashboards
+
+    yield from served_dashboards(corpus, tmp_path)

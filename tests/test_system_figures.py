@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import torch
+from dashboards import SIZE, rendered, wait_for
 from helpers import tiny_configs
 from serving import ServedRun
-from test_app import SIZE, rendered, wait_for
 
 from chargpt_tui.dashboard.app import ChargptApp
 from chargpt_tui.dashboard.widgets.device_panel import SPARKS, spark
