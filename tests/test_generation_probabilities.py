@@ -32,6 +32,23 @@ class Host(App[None]):
         self.push_screen(GenerateScreen(lambda: self.model, self.tokenizer, source="a test model"))
 
 
+async def generate(pilot, app: App, tokens: int, top_k: str = "") -> GenerateScreen:  # noqa: ANN001
+    """In the prompt (opened by Host): "the ", `tokens` characters at temperature 0.8, top_k;
+    Enter, and the screen once they have all come."""
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, GenerateScreen)
+    for field, value in (("#prompt", "the "), ("#max-tokens", str(tokens)), ("#temperature", "0.8"),
+                         ("#top-k", top_k)):
+        screen.query_one(field, Input).value = value
+    await pilot.press("enter")
+    for _ in range(400):
+        await pilot.pause(0.02)
+        if len(screen.generated) == tokens:
+            break
+    return screen
+
+
 @pytest.fixture(scope="module")
 def model_and_tokenizer() -> tuple[GPT, CharTokenizer]:
     tokenizer = CharTokenizer(make_text(2000))
@@ -49,18 +66,7 @@ async def test_each_generated_character_is_shaded_by_the_probability_it_was_draw
     model, tokenizer = model_and_tokenizer
     app = Host(model, tokenizer)
     async with app.run_test(size=(100, 40)) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, GenerateScreen)
-        screen.query_one("#prompt", Input).value = "the "
-        screen.query_one("#max-tokens", Input).value = "20"
-        screen.query_one("#temperature", Input).value = "0.8"
-        screen.query_one("#top-k", Input).value = "5"
-        await pilot.press("enter")
-        for _ in range(400):
-            await pilot.pause(0.02)
-            if len(screen.generated) == 20:
-                break
+        screen = await generate(pilot, app, 20, top_k="5")
         shown = screen.query_one(GeneratedText)
         assert len(screen.generated) == 20 and len(shown.tops) == 20
         text = "the " + screen.generated
@@ -97,15 +103,7 @@ async def test_what_is_kept_of_each_distribution_does_not_grow_with_the_vocabula
     model, tokenizer = model_and_tokenizer
     app = Host(model, tokenizer)
     async with app.run_test(size=(100, 40)) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        screen.query_one("#prompt", Input).value = "the "
-        screen.query_one("#max-tokens", Input).value = "10"
-        await pilot.press("enter")
-        for _ in range(400):
-            await pilot.pause(0.02)
-            if len(screen.generated) == 10:
-                break
+        screen = await generate(pilot, app, 10)  # no top-k: the whole vocabulary
         shown = screen.query_one(GeneratedText)
         assert tokenizer.vocab_size > TOP_K_SHOWN and len(shown.tops) == 10
         text = "the " + screen.generated
