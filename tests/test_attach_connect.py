@@ -78,9 +78,9 @@ def test_attach_waits_for_a_full_listen_queue_and_gets_in_when_a_slot_frees(tmp_
                 waiting.append(conn)
             accepted.set()
 
+        started = time.monotonic()  # before the second starts: the connection cannot come sooner
         threading.Thread(target=accept_later, daemon=True).start()
         client = RunClient(tmp_path / "run", connect_timeout_s=10)
-        started = time.monotonic()
         client.connect()  # failed at once with EAGAIN ("Resource temporarily unavailable")
         assert client.connected and time.monotonic() - started >= 0.9
         assert accepted.wait(10)

@@ -103,11 +103,11 @@ def test_train_resume_and_sample(workdir: Path) -> None:
 
     result = run(["sample", str(out / "best.pt"), "--prompt", "The ", "--max-new-tokens", "50", "--seed", "3"], workdir)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("The ") and len(result.stdout.rstrip("\n")) == 54
+    assert result.stdout.startswith("The ") and len(result.stdout) == 54 + 1  # and a newline after
     again = run(["sample", str(out / "best.pt"), "--prompt", "The ", "--max-new-tokens", "50", "--seed", "3"], workdir)
     assert again.stdout == result.stdout
     top1 = run(["sample", str(out / "best.pt"), "--max-new-tokens", "20", "--top-k", "1"], workdir)
-    assert top1.returncode == 0 and len(top1.stdout.rstrip("\n")) == 20
+    assert top1.returncode == 0 and len(top1.stdout) == 20 + 1 and top1.stdout.endswith("\n")
 
     assert_usage_error(run(["sample", str(out / "best.pt"), "--prompt", "Zß€"], workdir), "'€'", "'ß'")
     assert_usage_error(run(["sample", "missing.pt"], workdir), "no such file")

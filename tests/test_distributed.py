@@ -168,7 +168,7 @@ def test_a_restarted_job_resumes_and_a_dead_rank_is_reported(text: Path, tmp_pat
     """rank 1 killed: rank 0 ends at once with a clear message (it does not wait for a timeout),
     and with --max-restarts torchrun starts the job again, which resumes from the latest
     checkpoint by itself."""
-    args = [str(text), *TINY, "--batch-size", "4", "--max-iters", "300", "--eval-interval", "20", "--eval-iters", "2",
+    args = [str(text), *TINY, "--batch-size", "4", "--max-iters", "1000", "--eval-interval", "20", "--eval-iters", "2",
             "--sample-interval", "1000"]
     proc = torchrun([*args, "--out-dir", "run"], tmp_path, restarts=1)
     run_dir = tmp_path / "run"
@@ -187,4 +187,4 @@ def test_a_restarted_job_resumes_and_a_dead_rank_is_reported(text: Path, tmp_pat
     assert [s["resumed"] for s in starts] == [False, True] and starts[1]["iter"] >= 20
     failed = events(run_dir, "failed")
     assert len(failed) == 1 and "lost the other training processes" in failed[0]["error"]
-    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["iter"] == 300
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["iter"] == 1000

@@ -75,9 +75,9 @@ def test_the_cpu_step_timer_sums_the_steps_between_takes() -> None:
         timer.start()
         time.sleep(0.01)
         timer.stop()
-    time.sleep(0.05)  # between steps: not step time
+    time.sleep(0.5)  # between steps: not step time
     took = timer.take()
-    assert 0.03 <= took < 0.08 and timer.take() == 0.0
+    assert 0.03 <= took < 0.5 and timer.take() == 0.0  # (the steps' 30 ms, not the half second between)
 
 
 @pytest.mark.cuda

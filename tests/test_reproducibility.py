@@ -65,7 +65,8 @@ def test_dashboard_headless_and_a_bare_trainer_train_the_same(workdir: Path) -> 
 
     # and a Trainer with nothing else in its process: no probe, no server, no viewer
     corpus, model_config, train_config, _, _ = prepare_training(
-        train_parser().parse_args([str(workdir / "tiny.txt"), *FLAGS, "--max-iters", "30"]))
+        train_parser().parse_args([str(workdir / "tiny.txt"), *FLAGS, "--max-iters", "30"]),
+        create_run_dir=False)  # (a run folder under the current one otherwise: the checkout's runs/)
     threads = torch.get_num_threads()
     try:
         trainer = Trainer(corpus, model_config, train_config)

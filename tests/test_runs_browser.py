@@ -312,11 +312,13 @@ async def test_c_overlays_other_runs_of_the_same_text_on_the_dashboards_chart(tm
         assert overlay.name == "[bold]other" and overlay.colour == OVERLAY_COLOURS[0]
         assert overlay.val_iters == [100.0, 200.0] and overlay.iters[-1] == 200.0
         await _until(pilot, lambda: "[bold]other" in str(chart.border_subtitle), "its name under the chart")
-        await pilot.pause(0.3)  # painted
-        cells = PlotCells.from_matrix(chart.plt.monitor.matrix)
-        colours = {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and
-                   seg.style.color is not None and seg.style.color.number is not None}
-        assert OVERLAY_COLOURS[0] in colours
+
+        def painted() -> set[int]:  # the colours of the chart's dots, once it has painted
+            cells = PlotCells.from_matrix(chart.plt.monitor.matrix)
+            return {seg.style.color.number for seg in _segments(cells) if _braille(seg) and seg.style and
+                    seg.style.color is not None and seg.style.color.number is not None}
+
+        await _until(pilot, lambda: OVERLAY_COLOURS[0] in painted(), "the overlay painted in its colour")
 
 
 def test_c_offers_a_forks_parent_and_its_forks_from_inside_the_run(tmp_path: Path,

@@ -99,12 +99,12 @@ def test_connections_are_accepted_at_a_bounded_rate(run: ServedRun) -> None:
     try:
         info = ServerInfo.read(run.run_dir)
         assert info is not None
+        started = time.monotonic()  # the rate counts from the first connection, not from the last
         for _ in range(60):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(info.socket)
             s.sendall(b"garbage\n")  # garbage reconnects cost what a connection costs, no more
             socks.append(s)
-        started = time.monotonic()
         wait_until(lambda: run.server._numbers + run.server.refused >= 60, what="every connection taken")
         took = time.monotonic() - started
         expected = (60 - run_server_module.ACCEPT_BURST) / run_server_module.ACCEPT_RATE
@@ -150,7 +150,9 @@ def test_a_viewer_that_stops_reading_is_cut_off_by_its_timeout_from_then(run: Se
         stopped = time.monotonic()  # from now on it reads nothing
         wait_until(lambda: run.server.cut_off >= 1, timeout=30, what="the cut-off")
         took = time.monotonic() - stopped
-        assert took <= 1.0 + run_server_module.CHECK_INTERVAL_S + 1.5, took
+        # the timeout and one check after it; the rest is margin for a loaded machine (the bug
+        # this guards against took 22-39 s at the 10 s timeout)
+        assert took <= 1.0 + run_server_module.CHECK_INTERVAL_S + 4.5, took
     finally:
         viewer.close()
 
