@@ -62,3 +62,13 @@ def short_device_name(name: str) -> str:
         short = re.sub(noise, " ", short)
     short = re.sub(r"\s+", " ", short).strip()
     return short or name
+
+
+# C0, DEL and C1: what a terminal may act on (ESC starts its sequences; C1's CSI is one on its own)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from outside (a folder's name, a corpus name from config.json) for a plain line on a
+    terminal: each control character a ?, as ls shows them, so that none is obeyed."""
+    return CONTROL.sub("?", text)

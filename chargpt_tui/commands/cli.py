@@ -166,7 +166,9 @@ def _chosen_run(args: argparse.Namespace) -> Path:
 
 def _choose(running: list[Any]) -> Any:
     """Several runs train: ask which (a terminal), or name them (a script)."""
-    names = [f"{r.path} (pid {r.pid}, step {r.iter}/{r.max_iters})" for r in running]
+    from chargpt_tui.format import printable
+
+    names = [f"{printable(r.path)} (pid {r.pid}, step {r.iter}/{r.max_iters})" for r in running]
     if not sys.stdin.isatty():
         raise UsageError(f"{len(running)} runs are training; name one: " + ", ".join(names))
     for n, name in enumerate(names, 1):
@@ -181,7 +183,7 @@ def _choose(running: list[Any]) -> Any:
 
 
 def runs_command(args: argparse.Namespace) -> int:
-    from chargpt_tui.format import duration
+    from chargpt_tui.format import duration, printable
     from chargpt_tui.wire.runs import list_runs
 
     root = Path(args.dir or "runs")
@@ -204,7 +206,8 @@ def runs_command(args: argparse.Namespace) -> int:
         state = f"{r.state} (pid {r.pid})" if r.pid else r.state
         step = f"{r.iter}/{r.max_iters}" if r.max_iters else str(r.iter)
         best = f"{r.best_val_loss:.4f} @{r.best_iter}" if r.best_val_loss is not None else "-"
-        rows.append((r.name, state, step, best, duration(r.elapsed_s), Path(r.corpus).name or r.corpus))
+        corpus = Path(r.corpus).name or r.corpus
+        rows.append((printable(r.name), state, step, best, duration(r.elapsed_s), printable(corpus)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.filter import LineFilter
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -44,6 +45,7 @@ from .overlays import Overlays
 from .run_view import RunView
 from .screens import GenerateScreen, HelpScreen
 from .state import RunState
+from .terminal_safe import with_control_characters_removed
 from .widgets import DashboardFooter, DevicePanel, LossChart, ProgressPanel, SamplesPanel, StatusBar
 
 
@@ -125,6 +127,9 @@ class ChargptApp(App[int]):
         }
 
     # ---- layout --------------------------------------------------------------------------------
+    def get_line_filters(self) -> list[LineFilter]:
+        return with_control_characters_removed(super().get_line_filters())
+
     def compose(self) -> ComposeResult:
         yield self.status
         with Horizontal(id="top"):

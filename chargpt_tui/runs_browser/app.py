@@ -21,9 +21,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.coordinate import Coordinate
+from textual.filter import LineFilter
 from textual.widgets import DataTable, Footer, Input, Static
 
 from chargpt_tui.dashboard.screens import GenerateScreen
+from chargpt_tui.dashboard.terminal_safe import with_control_characters_removed
 from chargpt_tui.dashboard.widgets.compare_chart import PALETTE, CompareChart
 from chargpt_tui.wire.run_curves import RunCurves
 from chargpt_tui.wire.run_table import FIXED, RunRow, differing, read_row, read_rows, sorted_rows
@@ -79,6 +81,9 @@ class RunsApp(App[str | None]):
         self.curves: dict[str, RunCurves] = {}
         self.loaded = False  # the first reading of the folder is shown (tests wait for it)
         self._sizes: dict[str, int] = {}  # metrics.jsonl's size when each row was read
+
+    def get_line_filters(self) -> list[LineFilter]:
+        return with_control_characters_removed(super().get_line_filters())
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"runs in {self.root} · reading…"), id="runs-title")

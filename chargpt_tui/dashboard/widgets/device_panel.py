@@ -51,7 +51,7 @@ class DevicePanel(Widget):
         """device_name: the full name; shown without the vendor noise, to fit."""
         self.device_name, self.dtype, self.dtype_note = short_device_name(device_name), dtype, dtype_note
         self.threads, self.threads_reason, self.torch_version = threads, threads_reason, torch_version
-        self.border_title = f"device · torch {torch_version}" if torch_version else "device"
+        self.border_title = Text(f"device · torch {torch_version}") if torch_version else "device"  # (read from disk)
         self.refresh()
 
     def set_preset(self, preset: str, note: str) -> None:
