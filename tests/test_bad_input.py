@@ -123,6 +123,20 @@ def checkpoint(workdir: Path) -> Path:
     return workdir / "trained" / "ckpt.pt"
 
 
+def test_a_new_run_never_replaces_the_checkpoints_of_another(workdir: Path, checkpoint: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Training again with the same --out-dir replaced that run's ckpt.pt and best.pt (best.pt
+    went from step 10 to step 1), without a word."""
+    before = {name: (checkpoint.parent / name).read_bytes() for name in ("ckpt.pt", "best.pt")}
+    text = str(workdir / "tiny.txt")
+    for args in ([text, *TINY_FLAGS, "--max-iters", "1"],  # a new run
+                 [text, "--fork", str(checkpoint.parent), "--max-iters", "20"]):  # a fork into its parent
+        code, err = run_main([*args, "--out-dir", str(checkpoint.parent), "--headless"], capsys)
+        assert code == 2
+        one_clear_line(err, "holds a run already", f"--resume {checkpoint}")
+    assert {name: (checkpoint.parent / name).read_bytes() for name in before} == before
+
+
 def test_resume_refuses_damaged_and_foreign_files(workdir: Path, checkpoint: Path) -> None:
     data = checkpoint.read_bytes()
     (workdir / "truncated.pt").write_bytes(data[: len(data) // 2])

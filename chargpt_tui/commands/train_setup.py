@@ -89,10 +89,26 @@ def prepare_training(
         out_dir = RunDir.default_path(corpus.name, root=parent_dir.parent)
     else:
         out_dir = RunDir.default_path(corpus.name)
+    _refuse_another_runs_folder(out_dir, args.resume)
     run_dir = RunDir(out_dir)
     if create_run_dir:
         run_dir.prepare()
     return corpus, model_config, train_config, run_dir, resume_state
+
+
+def _refuse_another_runs_folder(out_dir: Path, resume: str | None) -> None:
+    """A new run (or one resumed from elsewhere) never trains into a folder that holds another
+    run's checkpoints: its first evaluation would replace them."""
+    from chargpt_tui.wire.runtime import is_running
+
+    if resume and Path(resume).resolve().parent == out_dir.resolve():
+        return  # resuming in its own folder
+    if is_running(out_dir):
+        return  # its lock says so, naming the process
+    saved = [name for name in ("ckpt.pt", "best.pt") if (out_dir / name).exists()]
+    if saved:
+        raise UsageError(f"--out-dir {out_dir} holds a run already ({' and '.join(saved)}, which this one would "
+                         f"replace): go on with it with --resume {out_dir / 'ckpt.pt'}, or name another --out-dir")
 
 
 def _default_preset(device: str | None) -> str:
