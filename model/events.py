@@ -44,9 +44,10 @@ class RunStarted(Event):
     flops_per_token: float
     model_config: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
-    # what a chart needs to redraw a resumed run: (iter, loss) pairs and (iter, train, val) triples
-    step_history: tuple[tuple[int, float], ...] = ()
-    eval_history: tuple[tuple[int, float, float], ...] = ()
+    # what a chart needs to redraw a resumed run: (iter, loss) pairs and (iter, train, val)
+    # triples; a long history's merged points fall between iterations (model/history.py)
+    step_history: tuple[tuple[float, float], ...] = ()
+    eval_history: tuple[tuple[float, float, float], ...] = ()
     # why training runs in `dtype` (--dtype auto's choice, or what was asked for), and the same
     # in a few words for the device panel
     dtype_reason: str = ""

@@ -25,12 +25,12 @@ Viewer -> training process, one line each, at most MAX_REQUEST_BYTES:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from typing import Any
 
 from model import events as ev
+
+from .event_fields import FieldError, checked_fields
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 4096
@@ -41,7 +41,6 @@ class ProtocolError(ValueError):
 
 
 _EVENT_TYPES = ev.BY_KIND
-_FIELDS = {cls: {f.name for f in dataclasses.fields(cls)} for cls in _EVENT_TYPES.values()}
 
 
 def encode(frame: dict[str, Any]) -> bytes:
@@ -69,26 +68,20 @@ def event_from_record(record: dict[str, Any]) -> ev.Event:
     """An event back from its record (a frame's "event", or a line of metrics.jsonl).
 
     Fields this version does not know are ignored and missing ones take their defaults, so a
-    newer writer's record still reads; lists become the tuples the dataclasses hold; a null
-    loss (how metrics.jsonl writes NaN) reads as NaN."""
+    newer writer's record still reads; each field must be of its type (wire/event_fields.py:
+    lists become the tuples the dataclasses hold, a null float, how metrics.jsonl writes NaN,
+    reads as NaN), else the record is refused; but a start record's field of the wrong type
+    reads as unknown, as the rest of the run's description is needed to show its history)."""
     kind = record.get("event")
     cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown event {kind!r}")
-    fields = {k: _tuples(v) for k, v in record.items() if k in _FIELDS[cls]}
-    for name in ("train_loss", "val_loss", "best_val_loss"):
-        if name in fields and fields[name] is None:
-            fields[name] = math.nan
     try:
-        return cls(**fields)
+        return cls(**checked_fields(cls, record))
+    except FieldError as exc:
+        raise ProtocolError(f"{kind!r} event {exc}") from None
     except TypeError as exc:
         raise ProtocolError(f"a {kind} event without {exc}") from None
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
 
 
 def parse_request(line: bytes) -> tuple[str, int | None]:

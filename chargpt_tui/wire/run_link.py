@@ -331,15 +331,23 @@ class RunOnDisk(RunLink):
 
     def _replay(self) -> None:
         assert self.notify is not None
-        config = read_config(self.run_dir)
-        events = load_journal_cache(self.run_dir)
-        if events is None:
-            events = read_journal(self.run_dir).catch_up()
+        try:
+            config = read_config(self.run_dir)
+            events = load_journal_cache(self.run_dir)
+            if events is None:
+                events = read_journal(self.run_dir).catch_up()
+            state = summarize(self.run_dir).state
+        except OSError as exc:  # (a disk error mid-read): the dashboard says so, not a thread's traceback
+            self.notify(Attached(False, "", None, None, False))
+            self.notify(CaughtUp())
+            self.notify(RequestRefused(f"could not read {self.run_dir}: {exc.strerror or exc}"))
+            self.notify(NotRunning("unknown"))
+            return
         self.notify(Attached(False, str(config.get("vocab", "")), config.get("preset"), None, False))
         for event, at in events:
             self.notify(EventReported(event, at, True))
         self.notify(CaughtUp())
-        self.notify(NotRunning(summarize(self.run_dir).state))
+        self.notify(NotRunning(state))
 
     def request(self, op: str) -> bool:
         if self.notify is not None:
@@ -362,6 +370,8 @@ class RunOnDisk(RunLink):
 def check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise AttachError(f"{run_dir}: no such run directory")
+    if not os.access(run_dir, os.R_OK | os.X_OK):
+        raise AttachError(f"cannot read {run_dir} (permission denied)")
     if not is_run_dir(run_dir):
         raise AttachError(f"{run_dir} is not a run directory (no config.json or metrics.jsonl)")
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from model import events as ev
 from model.rundir import process_exists
 
+from .event_fields import checked_record
 from .journal import RunJournal
 from .protocol import ProtocolError, event_from_record
 from .runtime import ServerInfo, lock_held
@@ -46,15 +47,27 @@ class RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "metrics.jsonl").is_file()
+    """A folder with a run's files in it (one this user cannot look into is not known to be)."""
+    try:
+        return (path / "config.json").is_file() or (path / "metrics.jsonl").is_file()
+    except OSError:  # (Python 3.11's is_file raises on EACCES)
+        return False
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """config.json, its sections dicts (one that is not, damaged or edited, reads as empty)."""
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return config if isinstance(config, dict) else {}
+    if not isinstance(config, dict):
+        return {}
+    sections = {k: v if isinstance(v, dict) else {} for k, v in config.items() if k in SECTIONS}
+    names = {k: v for k, v in config.items() if k in ("vocab", "preset") and isinstance(v, str)}
+    return {**{k: v for k, v in config.items() if k not in (*SECTIONS, "vocab", "preset")}, **sections, **names}
+
+
+SECTIONS = ("model", "train", "corpus", "device", "precision")  # config.json's parts that hold settings
 
 
 def summarize(path: Path) -> RunSummary:
@@ -90,9 +103,13 @@ def summarize(path: Path) -> RunSummary:
         max_iters=int(max_iters) if isinstance(max_iters, int) else None,
         best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
         best_iter=int(last_eval["best_iter"]) if last_eval and best is not None else None,
-        elapsed_s=float(records[-1].get("time_s", 0.0)) if records else 0.0,
+        elapsed_s=next((float(r["time_s"]) for r in reversed(records) if _number(r.get("time_s"))), 0.0),
         corpus=str(corpus.get("name") or corpus.get("description") or "?") if isinstance(corpus, dict) else "?",
     )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def list_runs(root: Path) -> list[RunSummary]:
@@ -179,12 +196,12 @@ def _record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line)
     except ValueError:  # a torn last line
         return None
-    return record if isinstance(record, dict) else None
+    return checked_record(record) if isinstance(record, dict) else None
 
 
 # A step line as MetricsLog writes it; read with a regular expression, a block of lines at a
 # time, because a long run has hundreds of thousands of them (json.loads each: 0.5 s per 100,000).
-STEP_LINE = re.compile(rb'"iter": (\d+), "time_s": ([-0-9.e]+), "loss": ([^,]+), "lr": ([^}]+)}')
+STEP_LINE = re.compile(rb'"iter": (\d+), "time_s": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?), "loss": ([^,]+), "lr": ([^}]+)}')
 
 
 def read_journal(path: Path) -> RunJournal:

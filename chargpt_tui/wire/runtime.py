@@ -48,7 +48,7 @@ class ServerInfo:
             data = json.loads((run_dir / SERVER_NAME).read_text(encoding="utf-8"))
             return cls(int(data["pid"]), str(data["host"]), str(data["socket"]), int(data["protocol"]),
                        float(data["started"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None
 
 
