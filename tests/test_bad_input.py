@@ -32,8 +32,8 @@ NUMERIC_FLAGS = {
     "--dropout": ["1", "1.5", "-0.1", "nan", "lots"],
     "--sample-interval": ["0", "-1", "often"],
     "--sample-tokens": ["0", "-1", "many"],
-    "--threads": ["0", "-2", "all"],
-    "--seed": ["-1", "1.5", "random"],
+    "--threads": ["0", "-2", "all", "100000"],  # (100,000 crashed PyTorch without a word)
+    "--seed": ["-1", "1.5", "random", "99999999999999999999999"],  # (past 64 bits: a traceback)
     "--warmup-iters": ["-1", "some"],
     "--min-lr": ["-1e-5", "low", "inf"],
     "--weight-decay": ["-0.1", "none"],
@@ -41,7 +41,8 @@ NUMERIC_FLAGS = {
 }
 CASES = [(flag, value) for flag, values in NUMERIC_FLAGS.items() for value in values]
 SAMPLE_CASES = [("--max-new-tokens", "-1"), ("--max-new-tokens", "x"), ("--temperature", "-1"),
-                ("--temperature", "hot"), ("--top-k", "0"), ("--top-k", "-3"), ("--seed", "-1")]
+                ("--temperature", "hot"), ("--top-k", "0"), ("--top-k", "-3"), ("--seed", "-1"),
+                ("--seed", str(2**64))]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -50,6 +51,13 @@ def _number(kind: Callable[[str], Any], test: Callable[[Any], bool], wanted: str
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+# torch's generators take 64-bit seeds (2**63 and up overflowed with a traceback); the run seeds
+# a few of its own from seed + 1, 2, 3
+seed_int = _number(int, lambda v: 0 <= v < 2**63 - 8, "an integer >= 0 below 2**63 - 8")
+# threads past a few a core only slow a run, and far past (100,000) crashed PyTorch without a word
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+threads_int = _number(int, lambda v: 0 < v <= MAX_THREADS, f"a positive integer up to {MAX_THREADS} "
+                      f"(four a core of this machine's {os.cpu_count() or 1})")
 non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 dropout_float = _number(float, lambda v: 0 <= v < 1, "a dropout rate in [0, 1)")
 
@@ -77,9 +85,9 @@ def _add_device_flags(group: Any) -> None:
                        help="auto: on a CPU with native bfloat16, whichever of float32 and bfloat16 a short probe "
                             "finds faster for this model; on a GPU bfloat16, or float16 where it has none; else "
                             "float32; or float32, bfloat16, float16 (CUDA only) (auto)")
-    group.add_argument("--threads", type=positive_int,
+    group.add_argument("--threads", type=threads_int,
                        help="torch CPU threads (as many as cores other processes leave free, followed as it runs)")
-    group.add_argument("--seed", type=non_negative_int, help="random seed (1337)")
+    group.add_argument("--seed", type=seed_int, help="random seed (1337)")
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -159,7 +167,7 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_number(float, temperature_ok, TEMPERATURE_RULE), default=1.0,
                    help=f"sampling temperature, {TEMPERATURE_RULE} (1.0)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely characters")
-    p.add_argument("--seed", type=non_negative_int, default=1337, help="random seed (1337)")
+    p.add_argument("--seed", type=seed_int, default=1337, help="random seed (1337)")
     p.add_argument("--device", choices=DEVICES, default="cpu", help="where to run the model (cpu)")
     return p
 
