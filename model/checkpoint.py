@@ -174,7 +174,8 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
         what = f"loading it would call {found.group(1)}" if found else "it holds more than tensors and plain values"
         raise CheckpointError(f"{path} was refused: {what}; a checkpoint holds only tensors and plain values") from None
     except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
-        reason = "truncated or corrupt" if _looks_truncated(exc) else "not a readable checkpoint"
+        cut = _looks_truncated(exc) or _zip_cut_short(path)
+        reason = "truncated or corrupt" if cut else "not a readable checkpoint"
         raise CheckpointError(f"{path} is {reason} ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a chargpt-tui checkpoint")
@@ -187,6 +188,19 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path} is missing {', '.join(missing)}")
     return state
+
+
+def _zip_cut_short(path: Path) -> bool:
+    """A zip archive (what torch.save writes) ends with its directory's record, within 64 KiB of
+    its end; one cut short has none there (torch.load's error for it varies: OSError EINVAL,
+    RuntimeError, ...)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - (65535 + 22)))
+            return b"PK\x05\x06" not in f.read()
+    except OSError:
+        return False
 
 
 def _looks_truncated(exc: BaseException) -> bool:

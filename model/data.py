@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import CorpusError
-from .text_stream import read_error
+from .text_stream import binary_error, read_error
 from .token_cache import Progress, TokenCache
 from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
@@ -64,7 +64,7 @@ def check_bytes(raw: bytes | bytearray, name: str) -> None:
         raise CorpusError(f"{name} is empty")
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
+        raise binary_error(name, nul, raw[:4])
 
 
 def decode_text(raw: bytes | bytearray, name: str) -> str:

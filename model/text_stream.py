@@ -103,20 +103,36 @@ class NotUtf8(CorpusError):
     """The text is not UTF-8 (a NUL byte elsewhere is the first thing to report: raise_if_binary)."""
 
 
+# the byte-order marks of the encodings whose text is full of NUL bytes (Windows' "Unicode")
+WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+             (b"\xfe\xff", "UTF-16"))
+
+
+def binary_error(name: str, nul: int, head: bytes | bytearray) -> CorpusError:
+    """What a NUL byte at offset nul means: UTF-16 or UTF-32 text if the file (whose first bytes
+    are head) starts with their byte-order mark, else a file that is not text."""
+    for bom, encoding in WIDE_BOMS:
+        if head.startswith(bom):
+            return CorpusError(f"{name} is {encoding} text; save it as UTF-8 "
+                               f"(iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}-utf8.txt)")
+    return CorpusError(f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
+
+
 def raise_if_binary(source: Path, name: str) -> None:
     offset = 0
     with open(source, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
             nul = chunk.find(b"\x00")
             if nul >= 0:
-                raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
+                f.seek(0)
+                raise binary_error(name, offset + nul, f.read(4))
             offset += len(chunk)
 
 
 def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearray | str:
     nul = piece.find(b"\x00")
     if nul >= 0:
-        raise CorpusError(f"{name} looks like a binary file (NUL byte at offset {offset + nul}), not text")
+        raise binary_error(name, offset + nul, piece[:4] if offset == 0 else b"")
     if piece.isascii():
         if b"\r" in piece:
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")

@@ -115,6 +115,11 @@ def test_a_binary_file(workdir: Path) -> None:
     result = run_script(["program.bin", "--headless"], workdir)
     assert result.returncode == 2
     one_clear_line(result.stderr, "binary")
+    # Windows' "Unicode" (UTF-16 with its byte-order mark) is text, full of NUL bytes: said so
+    (workdir / "windows.txt").write_bytes("hello world\n".encode("utf-16"))
+    result = run_script(["windows.txt", "--headless"], workdir)
+    assert result.returncode == 2
+    one_clear_line(result.stderr, "windows.txt is UTF-16 text", "iconv -f UTF-16 -t UTF-8")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +141,24 @@ def test_a_new_run_never_replaces_the_checkpoints_of_another(workdir: Path, chec
         assert code == 2
         one_clear_line(err, "holds a run already", f"--resume {checkpoint}")
     assert {name: (checkpoint.parent / name).read_bytes() for name in before} == before
+
+
+def test_a_path_that_is_not_what_a_command_wants_is_named(workdir: Path, checkpoint: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Each said something true of another path: `attach tiny.txt` that "." was not a run, `runs
+    tiny.txt` that there was no such directory, `--fork RUN@Best` that RUN did not exist, and
+    `--fork` of an empty folder that its run had saved no checkpoint yet."""
+    text, run = str(workdir / "tiny.txt"), str(checkpoint.parent)
+    (workdir / "empty").mkdir(exist_ok=True)
+    for args, fragments in (
+        (["attach", text], [f"{text} is a file, not a run directory"]),
+        (["runs", text, "--plain"], [f"{text}: not a directory"]),
+        ([text, "--fork", f"{run}@Best"], [f"--fork {run}@Best: after the @, best or latest"]),
+        ([text, "--fork", str(workdir / "empty")], ["empty: not a run directory"]),
+    ):
+        code, err = run_main(args, capsys)
+        assert code == 2, (args, err)
+        one_clear_line(err, *fragments)
 
 
 def test_resume_refuses_damaged_and_foreign_files(workdir: Path, checkpoint: Path) -> None:

@@ -90,6 +90,9 @@ def test_a_fork_of_nothing_is_one_clear_line(tmp_path: Path, parent: Path, capsy
     empty = tmp_path / "empty-run"
     empty.mkdir()
     assert main(["--fork", f"{empty}@best", "--headless"]) == 2
+    one_clear_line(capsys.readouterr().err, "not a run directory")
+    (empty / "config.json").write_text("{}")  # a run that has saved nothing yet
+    assert main(["--fork", f"{empty}@best", "--headless"]) == 2
     one_clear_line(capsys.readouterr().err, "no best checkpoint yet")
     assert main(["--fork", str(parent), "--resume", str(parent / "ckpt.pt")]) == 2
     one_clear_line(capsys.readouterr().err, "one or the other")

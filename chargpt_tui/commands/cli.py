@@ -152,11 +152,15 @@ def serve_command(args: argparse.Namespace) -> int:
 def _chosen_run(args: argparse.Namespace) -> Path:
     """RUN_DIR as given (a file in it: its folder), else the run training under runs/ (a choice
     on a terminal when several are)."""
-    from chargpt_tui.wire.runs import list_runs
+    from chargpt_tui.wire.runs import is_run_dir, list_runs
 
     if args.run_dir:
         run_dir = Path(args.run_dir)
-        return run_dir.parent if run_dir.is_file() else run_dir  # a checkpoint or a file of the run
+        if run_dir.is_file():  # a checkpoint or another file of the run: the run
+            if not is_run_dir(run_dir.parent):
+                raise UsageError(f"{run_dir} is a file, not a run directory (nor in one)")
+            return run_dir.parent
+        return run_dir
     running = [r for r in list_runs(Path(args.root)) if r.state == "running"]
     if not running:
         raise UsageError(f"no run is training under {args.root}/; name a run directory to look at one "
@@ -188,7 +192,7 @@ def runs_command(args: argparse.Namespace) -> int:
 
     root = Path(args.dir or "runs")
     if args.dir and not root.is_dir():
-        raise UsageError(f"{root}: no such directory")
+        raise UsageError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
     if not args.json and not args.plain and (args.browser or (sys.stdout.isatty() and sys.stdin.isatty())):
         from chargpt_tui.runs_browser.session import browse_runs
 

@@ -21,8 +21,12 @@ FORKABLE_MODEL_FLAGS = ("dropout",)  # the rest is the model's shape
 def parse_fork(spec: str) -> tuple[Path, str]:
     """RUN_DIR, RUN_DIR@best or RUN_DIR@latest (latest by default; a checkpoint's path names
     its own): the run directory and which checkpoint."""
+    from chargpt_tui.wire.runs import is_run_dir
+
     path, at, which = spec.rpartition("@")
     if not at or which not in CHECKPOINTS:
+        if at and not Path(spec).exists() and Path(path).is_dir():  # (a folder may have an @ in its name)
+            raise UsageError(f"--fork {spec}: after the @, best or latest (which checkpoint to start from)")
         path, which = spec, "latest"
     run_dir = Path(path)
     if run_dir.is_file():
@@ -32,6 +36,8 @@ def parse_fork(spec: str) -> tuple[Path, str]:
         run_dir, which = run_dir.parent, names[run_dir.name]
     if not run_dir.is_dir():
         raise UsageError(f"--fork {spec}: no such run directory")
+    if not is_run_dir(run_dir):
+        raise UsageError(f"--fork {spec}: not a run directory (no config.json or metrics.jsonl)")
     if not (run_dir / CHECKPOINTS[which]).is_file():
         raise UsageError(f"--fork {spec}: {run_dir / CHECKPOINTS[which]} is not there "
                          f"(the run has saved no {which} checkpoint yet)")
