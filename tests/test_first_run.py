@@ -39,6 +39,7 @@ def test_no_preset_on_a_cpu_is_the_cpu_preset_and_the_start_line_says_so(tmp_pat
     assert config["train"]["batch_size"] == PRESETS["cpu"].train["batch_size"]
     assert "preset cpu (the CPU default): " in result.stdout
     assert "--preset seed for the seed's settings" in result.stdout
+    assert "changed by flags: max iters 2\n" in result.stdout  # (the preset's description says 2200)
 
 
 def test_preset_seed_is_the_seeds_settings(tmp_path: Path) -> None:

@@ -77,6 +77,11 @@ class HeadlessPrinter:
             line = f"preset {self.preset} ({preset_note(self.preset, e.device)})"
             if self.preset == default_preset(e.device) and self.preset != "seed":
                 line += f": {PRESETS[self.preset].description}; --preset seed for the seed's settings"
+            preset, ours = PRESETS[self.preset], {**e.model_config, **e.train_config}
+            changed = [f"{k.replace('_', ' ')} {ours[k]}" for k, v in {**preset.model, **preset.train}.items()
+                       if k in ours and ours[k] != v]
+            if changed:  # (its description would say otherwise)
+                line += f"; changed by flags: {', '.join(changed)}"
             self._print(line)
         if e.dtype_reason:
             self._print(f"dtype {e.dtype}: {e.dtype_reason}")
