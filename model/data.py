@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import CorpusError
-from .text_stream import binary_error, read_error
+from .text_stream import binary_error, read_error, wide_text
 from .token_cache import Progress, TokenCache
 from .tokenizer import CharTokenizer, UnknownCharactersError, ascii_counts
 
@@ -72,9 +72,9 @@ def decode_text(raw: bytes | bytearray, name: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(
-            f"{name} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-        ) from None
+        raise CorpusError(wide_text(name, raw[:4]) or
+                          f"{name} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+                          ) from None
     # As Python's text mode does (and so the seed): one BOM dropped, universal newlines.
     text = text.removeprefix("\ufeff")
     if "\r" in text:

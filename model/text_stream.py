@@ -13,6 +13,7 @@ the in-memory path's, with the same byte offsets.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,14 +109,21 @@ WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (
              (b"\xfe\xff", "UTF-16"))
 
 
-def binary_error(name: str, nul: int, head: bytes | bytearray) -> CorpusError:
-    """What a NUL byte at offset nul means: UTF-16 or UTF-32 text if the file (whose first bytes
-    are head) starts with their byte-order mark, else a file that is not text."""
+def wide_text(name: str, head: bytes | bytearray) -> str | None:
+    """What a file that is not UTF-8 is, if its first bytes (head) are the byte-order mark of
+    UTF-16 or UTF-32 text, and how to make it UTF-8."""
     for bom, encoding in WIDE_BOMS:
         if head.startswith(bom):
-            return CorpusError(f"{name} is {encoding} text; save it as UTF-8 "
-                               f"(iconv -f {encoding} -t UTF-8 {name} > {Path(name).stem}-utf8.txt)")
-    return CorpusError(f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
+            converted = shlex.quote(f"{Path(name).stem}-utf8.txt")
+            return f"{name} is {encoding} text; save it as UTF-8 (iconv -f {encoding} -t UTF-8 {shlex.quote(name)} " \
+                   f"> {converted})"
+    return None
+
+
+def binary_error(name: str, nul: int, head: bytes | bytearray) -> CorpusError:
+    """What a NUL byte at offset nul means: UTF-16 or UTF-32 text (wide_text), else a file that
+    is not text."""
+    return CorpusError(wide_text(name, head) or f"{name} looks like a binary file (NUL byte at offset {nul}), not text")
 
 
 def raise_if_binary(source: Path, name: str) -> None:
@@ -140,9 +148,9 @@ def _decode(piece: bytes | bytearray, offset: int, name: str) -> bytes | bytearr
     try:
         text = piece.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NotUtf8(
-            f"{name} is not UTF-8 text (invalid byte 0x{piece[exc.start]:02x} at offset {offset + exc.start})"
-        ) from None
+        raise NotUtf8(wide_text(name, piece[:4] if offset == 0 else b"") or
+                      f"{name} is not UTF-8 text (invalid byte 0x{piece[exc.start]:02x} at offset {offset + exc.start})"
+                      ) from None
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text

@@ -120,6 +120,10 @@ def test_a_binary_file(workdir: Path) -> None:
     result = run_script(["windows.txt", "--headless"], workdir)
     assert result.returncode == 2
     one_clear_line(result.stderr, "windows.txt is UTF-16 text", "iconv -f UTF-16 -t UTF-8")
+    (workdir / "cjk.txt").write_bytes(("\ufeff" + "你好世界，这是测试。" * 3).encode("utf-16-be"))  # no NUL byte in it
+    result = run_script(["cjk.txt", "--headless"], workdir)
+    assert result.returncode == 2
+    one_clear_line(result.stderr, "cjk.txt is UTF-16 text")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from chargpt_tui.wire.runs import list_runs, read_journal
 from model import events as ev
 from model.rundir import MetricsLog
 
-WRONG = ["abc", None, [1], {"a": 1}, -1, 1.5, True, "1.2.0.012"]
+WRONG = ["abc", None, [1], {"a": 1}, -1, 1.5, True, "1.2.0.012", 10**400]  # (the last: past a float's range)
 
 
 def write_run(path: Path) -> Path:
@@ -117,10 +117,16 @@ def test_a_part_of_config_json_of_the_wrong_type(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kind", "field", "value"), [
-    ("sample", "text", 5), ("eval", "iter", None), ("eval", "val_loss", "abc"), ("start", "torch_version", 2)])
+    ("sample", "text", 5), ("eval", "iter", None), ("eval", "val_loss", "abc"), ("start", "torch_version", 2),
+    ("start", "iter", "abc"), ("config.json", "eval_interval", "abc"), ("config.json", "eval_iters", [1]),
+    ("config.json", "muon_lr", "fast")])
 async def test_a_dashboard_on_a_damaged_run_shows_what_it_can(tmp_path: Path, kind: str, field: str,
                                                               value: object) -> None:
     run = write_run(tmp_path / "run")
+    if kind == "config.json":  # a setting of the wrong type, read into the start event
+        config = json.loads((run / "config.json").read_text())
+        config["train"] |= {"optimizer": "muon", "muon_lr": 0.02, field: value}
+        (run / "config.json").write_text(json.dumps(config))
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     damaged = [{**r, field: value} if r["event"] == kind else r for r in lines]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in damaged))

@@ -29,6 +29,8 @@ def prepare_training(
     from model.checkpoint import configs_from_checkpoint, load_checkpoint
     from model.tokenizer import CharTokenizer
 
+    if args.out_dir:  # (another folder is new, or the resumed checkpoint's own)
+        _refuse_another_runs_folder(Path(args.out_dir), args.resume)
     overrides = {name: getattr(args, name) for name in (*MODEL_FLAGS, *TRAIN_FLAGS)}
     resume_state = None
     fork = getattr(args, "fork", None)
@@ -89,7 +91,6 @@ def prepare_training(
         out_dir = RunDir.default_path(corpus.name, root=parent_dir.parent)
     else:
         out_dir = RunDir.default_path(corpus.name)
-    _refuse_another_runs_folder(out_dir, args.resume)
     run_dir = RunDir(out_dir)
     if create_run_dir:
         run_dir.prepare()
@@ -107,8 +108,9 @@ def _refuse_another_runs_folder(out_dir: Path, resume: str | None) -> None:
         return  # its lock says so, naming the process
     saved = [name for name in ("ckpt.pt", "best.pt") if (out_dir / name).exists()]
     if saved:
+        go_on = f"go on with it with --resume {out_dir / 'ckpt.pt'}, or " if "ckpt.pt" in saved else ""
         raise UsageError(f"--out-dir {out_dir} holds a run already ({' and '.join(saved)}, which this one would "
-                         f"replace): go on with it with --resume {out_dir / 'ckpt.pt'}, or name another --out-dir")
+                         f"replace): {go_on}name another --out-dir")
 
 
 def _default_preset(device: str | None) -> str:

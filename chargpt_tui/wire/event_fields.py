@@ -1,4 +1,5 @@
-"""What each field of an event may hold, checked as a record is read back.
+"""What each field of an event may hold, checked as a record is read back (and each setting of a
+run read back from config.json).
 
 A record comes from metrics.jsonl (a file anyone can edit, or damage) or from a run's socket.
 Each field of the event it names must be of its dataclass's type (model/events.py), else the
@@ -38,12 +39,15 @@ def _of(check: Callable[[Any], bool]) -> Callable[[Any], Any]:
 _int = _of(lambda v: isinstance(v, int) and not isinstance(v, bool))
 
 
-def _number(value: Any) -> float | int:
+def _number(value: Any) -> float:
     if value is None:
         return math.nan
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError
-    return value
+    try:
+        return float(value)
+    except OverflowError:  # an integer past a float's range
+        raise TypeError from None
 
 
 def _tuple_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
@@ -85,11 +89,12 @@ UNKNOWN: dict[str, Any] = {"int": 0, "float": math.nan, "bool": False, "str": "?
 _FIELD_TYPES = {cls: {f.name: str(f.type) for f in dataclasses.fields(cls)} for cls in ev.BY_KIND.values()}
 
 
-def checked_fields(cls: type[ev.Event], record: dict[str, Any]) -> dict[str, Any]:
+def checked_fields(cls: type[ev.Event], record: dict[str, Any], from_disk: bool = False) -> dict[str, Any]:
     """The record's fields that cls has, each converted to its type; fields cls does not know
     are left out (a newer writer's record still reads). A field of the wrong type raises
-    FieldError, or in a start record reads as unknown (UNKNOWN; an empty tuple)."""
-    lenient = cls is ev.RunStarted
+    FieldError; or, in a start record read from disk (a damaged or edited file, never a
+    running trainer's report), reads as unknown (UNKNOWN; an empty tuple)."""
+    lenient = from_disk and cls is ev.RunStarted
     fields = {}
     for name, annotation in _FIELD_TYPES[cls].items():
         if name not in record:
@@ -110,17 +115,32 @@ STEP_FIELDS = {"iter": _int, "time_s": _number, "loss": _number, "lr": _number}
 
 def checked_record(record: dict[str, Any]) -> dict[str, Any] | None:
     """A record of metrics.jsonl as what it says it is (a step line, or an event with each of its
-    fields there and of its type, as checked_fields has them), or None where it cannot be. A
-    kind this version does not know is left to its readers, which skip it."""
+    fields there and of its type, as checked_fields has them), or None where it cannot be, or
+    is of a kind this version does not know."""
     kind = record.get("event")
     try:
         if kind == "step":
             return {"event": kind, **{name: convert(record[name]) for name, convert in STEP_FIELDS.items()}}
         cls = ev.BY_KIND.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            return record
-        fields = checked_fields(cls, record)
+            return None
+        fields = checked_fields(cls, record, from_disk=True)
         cls(**fields)  # every field it needs is there
         return {"event": kind, **fields}
     except (KeyError, TypeError, ValueError):  # (a FieldError is a ValueError)
         return None
+
+
+def checked_settings(config_cls: type, section: Any) -> dict[str, Any]:
+    """The settings of a config.json section (model or train) that config_cls (GPTConfig,
+    TrainConfig) has, of its type: what a viewer shows of a run read from disk."""
+    if not isinstance(section, dict):
+        return {}
+    types = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
+    settings = {}
+    for name, value in section.items():
+        try:
+            settings[name] = CONVERTERS[types[name]](value)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return settings

@@ -64,20 +64,21 @@ def event_frame(event: ev.Event, at: float, replay: bool = False) -> dict[str, A
     return {"type": "event", "event": event.to_record(), "at": at, "replay": replay}
 
 
-def event_from_record(record: dict[str, Any]) -> ev.Event:
+def event_from_record(record: dict[str, Any], from_disk: bool = False) -> ev.Event:
     """An event back from its record (a frame's "event", or a line of metrics.jsonl).
 
     Fields this version does not know are ignored and missing ones take their defaults, so a
     newer writer's record still reads; each field must be of its type (wire/event_fields.py:
     lists become the tuples the dataclasses hold, a null float, how metrics.jsonl writes NaN,
-    reads as NaN), else the record is refused; but a start record's field of the wrong type
-    reads as unknown, as the rest of the run's description is needed to show its history)."""
+    reads as NaN), else the record is refused; but from_disk, a start record's field of the
+    wrong type reads as unknown, as the rest of the run's description is needed to show its
+    history)."""
     kind = record.get("event")
     cls = _EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown event {kind!r}")
     try:
-        return cls(**checked_fields(cls, record))
+        return cls(**checked_fields(cls, record, from_disk))
     except FieldError as exc:
         raise ProtocolError(f"{kind!r} event {exc}") from None
     except TypeError as exc:

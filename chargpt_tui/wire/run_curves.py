@@ -8,7 +8,6 @@ Bounded as the dashboard's chart is: LossHistory keeps a whole run in at most ma
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from model.history import LossHistory
 
-from .runs import STEP_LINE, parse_number  # step lines read as runs.py reads them: by a regular expression
+from .runs import STEP_LINE, parse_number, read_record  # step lines read as runs.py reads them: by a regular expression
 
 MAX_SAMPLE = 2000  # characters of the latest sample kept
 
@@ -86,25 +85,17 @@ class RunCurves:
         self.times.extend(iters, times)
 
     def _other(self, line: bytes) -> None:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(record, dict):
-            return
-        kind = record.get("event")
-        try:
-            if kind == "eval" and isinstance(record.get("val_loss"), (int, float)):
-                self.evals.append((int(record["iter"]), float(record.get("time_s", 0.0)), float(record["val_loss"])))
-            elif kind == "start":  # a resumed segment: what followed its checkpoint was done again
-                at = int(record.get("iter", 0))
-                self.steps.truncate_after(at)
-                self.times.truncate_after(at)
-                self.evals = [e for e in self.evals if e[0] <= at]
-            elif kind == "sample" and isinstance(record.get("text"), str):
-                self.sample, self.sample_iter = record["text"][:MAX_SAMPLE], int(record.get("iter", 0))
-        except (TypeError, ValueError, KeyError):
-            pass
+        record = read_record(line)  # (each field of its type, or None)
+        kind = record.get("event") if record is not None else None
+        if kind == "eval" and math.isfinite(record["val_loss"]):
+            self.evals.append((record["iter"], record["time_s"], record["val_loss"]))
+        elif kind == "start":  # a resumed segment: what followed its checkpoint was done again
+            at = record["iter"]
+            self.steps.truncate_after(at)
+            self.times.truncate_after(at)
+            self.evals = [e for e in self.evals if e[0] <= at]
+        elif kind == "sample":
+            self.sample, self.sample_iter = record["text"][:MAX_SAMPLE], record["iter"]
 
     # ---- what a chart draws --------------------------------------------------------------------
     def train_points(self, by_time: bool = False) -> tuple[list[float], list[float]]:

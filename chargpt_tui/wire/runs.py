@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model import events as ev
+from model.config import GPTConfig, TrainConfig
 from model.rundir import process_exists
 
-from .event_fields import checked_record
+from .event_fields import checked_record, checked_settings
 from .journal import RunJournal
 from .protocol import ProtocolError, event_from_record
 from .runtime import ServerInfo, lock_held
@@ -103,13 +104,9 @@ def summarize(path: Path) -> RunSummary:
         max_iters=int(max_iters) if isinstance(max_iters, int) else None,
         best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
         best_iter=int(last_eval["best_iter"]) if last_eval and best is not None else None,
-        elapsed_s=next((float(r["time_s"]) for r in reversed(records) if _number(r.get("time_s"))), 0.0),
+        elapsed_s=records[-1]["time_s"] if records else 0.0,
         corpus=str(corpus.get("name") or corpus.get("description") or "?") if isinstance(corpus, dict) else "?",
     )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def list_runs(root: Path) -> list[RunSummary]:
@@ -148,7 +145,7 @@ def _last_segment(metrics: Path, chunk: int = 1 << 18) -> list[dict[str, Any]]:
             for line in reversed(lines):  # newest first
                 if line.startswith(b'{"event": "step"') and seen_step:
                     continue  # a summary needs the latest step alone: most lines are steps
-                record = _record(line)
+                record = read_record(line)
                 if record is not None:
                     batch.append(record)
                     seen_step = seen_step or record.get("event") == "step"
@@ -183,13 +180,13 @@ def latest_checkpoint_iter(path: Path, chunk: int = 1 << 16, most: int = 8 << 20
             tail = lines.pop(0) if pos > 0 else b""  # (at the floor: a part line, dropped)
             for line in reversed(lines):
                 if line.startswith(b'{"event": "checkpoint"'):
-                    record = _record(line)
+                    record = read_record(line)
                     if record is not None and isinstance(record.get("iter"), int):
                         return int(record["iter"])
     return None
 
 
-def _record(line: bytes) -> dict[str, Any] | None:
+def read_record(line: bytes) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
@@ -201,7 +198,9 @@ def _record(line: bytes) -> dict[str, Any] | None:
 
 # A step line as MetricsLog writes it; read with a regular expression, a block of lines at a
 # time, because a long run has hundreds of thousands of them (json.loads each: 0.5 s per 100,000).
-STEP_LINE = re.compile(rb'"iter": (\d+), "time_s": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?), "loss": ([^,]+), "lr": ([^}]+)}')
+# (an iteration of at most 18 digits and a time that is a number: a damaged line is skipped)
+STEP_LINE = re.compile(rb'"iter": (\d{1,18}), "time_s": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?), '
+                       rb'"loss": ([^,]+), "lr": ([^}]+)}')
 
 
 def read_journal(path: Path) -> RunJournal:
@@ -231,14 +230,15 @@ def read_journal(path: Path) -> RunJournal:
         if line.startswith(b'{"event": "step"'):  # most lines
             block.append(line)
             continue
-        record = _record(line)
+        record = read_record(line)
         if record is None:
             continue
         flush()
         if record.get("event") == "start":
-            record = {**record, "model_config": config.get("model", {}), "train_config": config.get("train", {})}
+            record = {**record, "model_config": checked_settings(GPTConfig, config.get("model")),
+                      "train_config": checked_settings(TrainConfig, config.get("train"))}
         try:
-            event = event_from_record(record)
+            event = event_from_record(record, from_disk=True)
         except ProtocolError:
             continue  # a kind this version does not know
         journal.add(event, 0.0)
@@ -280,17 +280,9 @@ def load_journal_cache(path: Path) -> list[tuple[ev.Event, float]] | None:
         if (data.get("version") != JOURNAL_CACHE_VERSION
                 or data.get("metrics_bytes") != (path / "metrics.jsonl").stat().st_size):
             return None
-        return [(event_from_record(_with_nan(record)), float(at)) for record, at in data["events"]]
+        return [(event_from_record(record, from_disk=True), float(at)) for record, at in data["events"]]
     except (OSError, ValueError, TypeError, KeyError, AttributeError, ProtocolError):
         return None
-
-
-def _with_nan(record: dict[str, Any]) -> dict[str, Any]:
-    """The loss histories' nulls back to NaN (a diverged step's loss)."""
-    for key in ("step_history", "eval_history"):
-        if key in record:
-            record[key] = [[math.nan if x is None else x for x in point] for point in record[key]]
-    return record
 
 
 def _json_safe(value: Any) -> Any:
