@@ -28,7 +28,8 @@ class ControlCharacters(LineFilter):
     def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
         if not any(CONTROL.search(s.text) for s in segments if not s.control):
             return segments
-        return [s if s.control else s._replace(text=CONTROL.sub("", s.text)) for s in segments]
+        cleaned = (s if s.control else s._replace(text=CONTROL.sub("", s.text)) for s in segments)
+        return [s for s in cleaned if s.control or s.text]
 
 
 CONTROL_CHARACTERS = ControlCharacters()
