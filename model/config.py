@@ -152,7 +152,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "seed": Preset("the seed's hyperparameters: 4 layers x 128 wide, block 256, 5000 iters (the default)"),
+    "seed": Preset("the seed's hyperparameters: 4 layers x 128 wide, block 256, 5000 iters (the default with a GPU)"),
     # For a laptop CPU, tuned for the lowest validation loss in about 45 seconds on a 2-core
     # machine. nanoGPT's CPU recipe (4 layers x 128, batch 12, block 64, lr 1e-3, 2000 iters)
     # reached 1.79 on tinyshakespeare in 67 s here. At this budget (~1.7M tokens) a smaller
@@ -166,8 +166,8 @@ PRESETS: dict[str, Preset] = {
             "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_iters": 100, "min_lr": 2e-4,
             "weight_decay": 0.1, "beta2": 0.99, "grad_clip": 1.0, "sample_interval": 550,
         },
-        # measured on tinyshakespeare, on a 2-core AMD EPYC without AVX-512 (2026-11-29)
-        reaches="on tinyshakespeare it reaches a validation loss of 1.88 in about 30 s and 1.73 in a minute "
+        # measured on tinyshakespeare, on a 2-core AMD EPYC (README's table; docs/performance.md)
+        reaches="on tinyshakespeare it reaches a validation loss of 1.88 in about 35 s and 1.74 in a minute "
                 "on 2 cores",
     ),
     # The best model 10 minutes on a 2-core CPU trains: the seed's blocks, twice the cpu preset's

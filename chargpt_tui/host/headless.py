@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, TextIO
 
 from chargpt_tui.format import count, duration, si, threads
 from model import events as ev
-from model.config import PRESETS, default_preset, preset_note
+from model.config import PRESETS, build_configs, default_preset, preset_note
 
 from .line_writer import LineWriter
 
@@ -77,9 +78,10 @@ class HeadlessPrinter:
             line = f"preset {self.preset} ({preset_note(self.preset, e.device)})"
             if self.preset == default_preset(e.device) and self.preset != "seed":
                 line += f": {PRESETS[self.preset].description}; --preset seed for the seed's settings"
-            preset, ours = PRESETS[self.preset], {**e.model_config, **e.train_config}
-            changed = [f"{k.replace('_', ' ')} {ours[k]}" for k, v in {**preset.model, **preset.train}.items()
-                       if k in ours and ours[k] != v]
+            preset = [asdict(c) for c in build_configs(self.preset, None, e.vocab_size)]  # (its settings, whole)
+            ours = {**e.model_config, **e.train_config}
+            changed = [f"{k.replace('_', ' ')} {ours[k]}" for k, v in {**preset[0], **preset[1]}.items()
+                       if k in ours and ours[k] != v and k not in ("device", "dtype", "threads")]  # (the recipe's)
             if changed:  # (its description would say otherwise)
                 line += f"; changed by flags: {', '.join(changed)}"
             self._print(line)
