@@ -24,8 +24,9 @@ class Checkpoints:
         if self.run_dir is not None and self.run_dir.ckpt_path.exists():
             self.last_saved_iter = it
 
-    def save(self, it: int, state: dict[str, Any], reason: str, best: bool) -> None:
-        """Write ckpt.pt (and best.pt: `best`) atomically, and report it, or why it failed."""
+    def save(self, it: int, state: dict[str, Any], reason: str, best: bool) -> bool:
+        """Write ckpt.pt (and best.pt: `best`) atomically, and report it, or why it failed
+        (False)."""
         assert self.run_dir is not None
         path = self.run_dir.ckpt_path
         try:
@@ -33,10 +34,11 @@ class Checkpoints:
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self.last_error = exc.strerror or str(exc)
             self.reports.emit(ev.CheckpointFailed(it, self.reports.clock.time_s(), str(path), self.last_error))
-            return
+            return False
         self.last_saved_iter = it
         self.last_error = None
         self.reports.emit(ev.CheckpointSaved(it, self.reports.clock.time_s(), str(path), reason, best))
+        return True
 
     def refuse(self, it: int) -> None:
         """Broken weights: not saved, and said so."""

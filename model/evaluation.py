@@ -39,6 +39,7 @@ class Evaluator:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.best_val_loss = math.inf
         self.best_iter = -1
+        self._before_best = (math.inf, -1)  # the best before the latest one (best_not_kept)
         self.history: list[tuple[int, float, float]] = []  # (iter, train loss, val loss) of each
         self._state_before: torch.Tensor | None = None  # the generator's state as the current one began
 
@@ -94,11 +95,17 @@ class Evaluator:
         """Keep an evaluation's (finite) losses and report it. Returns whether it is the best so far."""
         is_best = val_loss < self.best_val_loss
         if is_best:
+            self._before_best = (self.best_val_loss, self.best_iter)
             self.best_val_loss, self.best_iter = val_loss, it
         self.history.append((it, train_loss, val_loss))
         self.reports.emit(ev.EvalDone(it, self.reports.clock.time_s(), train_loss, val_loss, self.best_val_loss,
                                       self.best_iter, is_best, self.batches(it)))
         return is_best
+
+    def best_not_kept(self) -> None:
+        """The latest best's best.pt could not be written (a full disk): the best is still the one
+        best.pt holds, so that the next evaluation better than that one writes it."""
+        self.best_val_loss, self.best_iter = self._before_best
 
     def state_dict(self) -> dict[str, Any]:
         """The best so far, the evaluations, and the generator (as it was before an evaluation

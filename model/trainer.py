@@ -333,8 +333,8 @@ class Trainer:
             return
         if self.divergence.message is not None:
             self.checkpoints.refuse(it)
-        else:
-            self.checkpoints.save(it, self.state_dict(), reason, best)
+        elif not self.checkpoints.save(it, self.state_dict(), reason, best) and best:
+            self.evaluator.best_not_kept()  # best.pt holds the one before: it is the best kept
 
     def state_dict(self) -> dict[str, Any]:
         """What ckpt.pt holds for this run now: everything a run resumed from it needs to go on

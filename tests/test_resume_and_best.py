@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import collect, tiny_configs
+from helpers import collect, make_text, tiny_configs
 
 from model import events as ev
 from model.checkpoint import load_checkpoint
@@ -333,3 +333,62 @@ def test_a_checkpoint_of_another_optimizer_implementation_resumes_under_this_one
     assert placed == [True, True]  # loaded with this run's flags, not set after the loading
     assert all(g["fused"] for g in resumed.optimizer.param_groups)
     assert resumed.run().status == "finished"
+
+
+def test_a_best_that_could_not_be_written_does_not_stop_a_later_best_from_being(
+        corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation losses 3.0, 2.0, 1.5 (its save fails: a full disk), 1.7, 1.8: best.pt must end
+    with 1.7's weights. It stayed at 2.0's, and ckpt.pt named a best of 1.5 that no file held."""
+    import errno
+
+    import model.checkpointing as checkpointing
+    from model.checkpoint import save_checkpoint
+    from model.evaluation import Evaluator
+
+    losses = iter([3.0, 2.0, 1.5, 1.7, 1.8])
+    monkeypatch.setattr(Evaluator, "estimate", lambda self, it, between, group=None: dict.fromkeys(
+        ("train", "val"), next(losses)))
+    saves_of_best = []
+
+    def full_once(state: dict, path: Path, also: Path | None = None) -> None:
+        if also is not None:
+            saves_of_best.append(state["iter"])
+            if len(saves_of_best) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        save_checkpoint(state, path, also)
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", full_once)
+    model_config, train_config = tiny_configs(corpus, max_iters=40, eval_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    seen = collect(trainer)
+    result = trainer.run()
+    assert saves_of_best == [0, 10, 20, 30]  # 1.7 beat the best best.pt held
+    best, ckpt = load_checkpoint(run_dir.best_path), load_checkpoint(run_dir.ckpt_path)
+    assert best["iter"] == 30 and (ckpt["best_val_loss"], ckpt["best_iter"]) == (1.7, 30)
+    assert (result.best_val_loss, result.best_iter) == (1.7, 30)
+    assert [e.iter for e in seen if isinstance(e, ev.CheckpointFailed)] == [20]
+
+
+def test_resuming_from_best_pt_in_its_own_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume RUN/best.pt went on in RUN, replacing its ckpt.pt, 160 steps later, without a word."""
+    from chargpt_tui.commands.cli import main
+
+    (tmp_path / "t.txt").write_text(make_text(), encoding="utf-8")
+    run = tmp_path / "run"
+    flags = ["--n-layers", "1", "--n-embed", "16", "--n-heads", "2", "--block-size", "8", "--batch-size", "2",
+             "--device", "cpu", "--dtype", "float32", "--eval-iters", "1", "--headless"]
+    assert main([str(tmp_path / "t.txt"), *flags, "--max-iters", "20", "--eval-interval", "10",
+                 "--out-dir", str(run)]) == 0
+    (run / "best.pt").unlink()
+    (run / "best.pt").write_bytes((run / "ckpt.pt").read_bytes())  # a best.pt that is not ckpt.pt's file
+    before = (run / "ckpt.pt").read_bytes()
+    capsys.readouterr()
+    assert main([str(tmp_path / "t.txt"), "--resume", str(run / "best.pt"), "--max-iters", "30", "--headless"]) == 2
+    assert "--fork" in capsys.readouterr().err and (run / "ckpt.pt").read_bytes() == before
+    # from another folder, it brings its best.pt along: the best it carries is a file there too
+    assert main([str(tmp_path / "t.txt"), "--resume", str(run / "ckpt.pt"), "--max-iters", "30",
+                 "--out-dir", str(tmp_path / "on"), "--headless"]) == 0
+    assert load_checkpoint(tmp_path / "on" / "best.pt")["best_val_loss"] == load_checkpoint(
+        tmp_path / "on" / "ckpt.pt")["best_val_loss"]

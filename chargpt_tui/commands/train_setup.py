@@ -5,6 +5,7 @@ rank of a torchrun job)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,8 +30,9 @@ def prepare_training(
     from model.checkpoint import configs_from_checkpoint, load_checkpoint
     from model.tokenizer import CharTokenizer
 
-    if args.out_dir:  # (another folder is new, or the resumed checkpoint's own)
-        _refuse_another_runs_folder(Path(args.out_dir), args.resume)
+    target = Path(args.out_dir) if args.out_dir else Path(args.resume).resolve().parent if args.resume else None
+    if target is not None:  # (a new run's or a fork's default folder is new)
+        _refuse_another_runs_folder(target, args.resume)
     overrides = {name: getattr(args, name) for name in (*MODEL_FLAGS, *TRAIN_FLAGS)}
     resume_state = None
     fork = getattr(args, "fork", None)
@@ -102,8 +104,12 @@ def _refuse_another_runs_folder(out_dir: Path, resume: str | None) -> None:
     run's checkpoints: its first evaluation would replace them."""
     from chargpt_tui.wire.runtime import is_running
 
-    if resume and Path(resume).resolve().parent == out_dir.resolve():
-        return  # resuming in its own folder
+    if resume and Path(resume).resolve().parent == out_dir.resolve():  # resuming in its own folder
+        ckpt = out_dir / "ckpt.pt"
+        if Path(resume).is_file() and ckpt.is_file() and not os.path.samefile(resume, ckpt):
+            raise UsageError(f"--resume {resume}: going on from it there would replace {ckpt}, the run's "
+                             f"latest state; fork it instead (--fork {out_dir}@best), or name another --out-dir")
+        return
     if is_running(out_dir):
         return  # its lock says so, naming the process
     saved = [name for name in ("ckpt.pt", "best.pt") if (out_dir / name).exists()]

@@ -9,6 +9,7 @@ Either way it has no terminal to lose: a dropped SSH connection stops only the v
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from dataclasses import asdict
@@ -17,7 +18,7 @@ from typing import Any
 
 from chargpt_tui import __version__
 from chargpt_tui.wire.runs import read_config, save_journal_cache
-from chargpt_tui.wire.runtime import RunLock, remove_stale_server, runtime_dir
+from chargpt_tui.wire.runtime import RunBusyError, RunLock, remove_stale_server, runtime_dir
 from model.config import GPTConfig, TrainConfig
 from model.data import Corpus
 from model.distributed import ProcessGroup
@@ -55,6 +56,7 @@ def train_here(
     lock = RunLock(run_dir.path)
     lock.acquire()  # RunBusyError: another process trains here (one line, exit 2)
     try:
+        _claim(run_dir, resumed_from)
         try:  # what a dead process left says nothing true: gone before anyone reads it
             remove_stale_server(run_dir.path, runtime_dir())
         except RunDirError:
@@ -93,6 +95,25 @@ def train_here(
             save_journal_cache(run_dir.path)
     finally:
         lock.release()
+
+
+def _claim(run_dir: RunDir, resumed_from: str | None) -> None:
+    """With the lock held: the folder is this run's. A new run (or one resumed from elsewhere)
+    finds no checkpoints of another there (commands/train_setup.py refused them; a run that was
+    still training then may have ended since). One resumed from elsewhere brings its best.pt,
+    whose validation loss the checkpoint carries: later evaluations are measured against it."""
+    source = Path(resumed_from).resolve().parent if resumed_from else None
+    if source == run_dir.path.resolve():
+        return  # resumed in its own folder
+    if run_dir.ckpt_path.exists() or run_dir.best_path.exists():
+        raise RunBusyError(f"{run_dir.path} holds another run's checkpoints now; name another --out-dir")
+    if source is not None and (source / "best.pt").is_file():
+        tmp = run_dir.path / f".best.pt.{os.getpid()}.tmp"
+        try:
+            shutil.copyfile(source / "best.pt", tmp)
+            os.replace(tmp, run_dir.best_path)
+        except OSError:  # (a full disk: the next better evaluation writes one)
+            tmp.unlink(missing_ok=True)
 
 
 def _parent(resume_state: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
