@@ -16,7 +16,7 @@ from model.checkpoint import load_checkpoint
 from model.data import Corpus
 from model.evaluation import FIRST_EVAL_BATCHES
 from model.optim import lr_at
-from model.rundir import RunDir
+from model.rundir import MetricsLog, RunDir
 from model.trainer import Trainer
 
 
@@ -345,7 +345,7 @@ def test_a_best_that_could_not_be_written_does_not_stop_a_later_best_from_being(
     from model.checkpoint import save_checkpoint
     from model.evaluation import Evaluator
 
-    losses = iter([3.0, 2.0, 1.5, 1.7, 1.8])
+    losses = iter([3.0, 2.0, 1.5, 1.7, 1.8, 3.0, 2.0, 1.5])
     monkeypatch.setattr(Evaluator, "estimate", lambda self, it, between, group=None: dict.fromkeys(
         ("train", "val"), next(losses)))
     saves_of_best = []
@@ -369,6 +369,21 @@ def test_a_best_that_could_not_be_written_does_not_stop_a_later_best_from_being(
     assert best["iter"] == 30 and (ckpt["best_val_loss"], ckpt["best_iter"]) == (1.7, 30)
     assert (result.best_val_loss, result.best_iter) == (1.7, 30)
     assert [e.iter for e in seen if isinstance(e, ev.CheckpointFailed)] == [20]
+    # and when the failed one was the last evaluation: what `runs` says is the best kept
+    from chargpt_tui.wire.runs import summarize
+
+    saves_of_best.clear()
+    monkeypatch.setattr(checkpointing, "save_checkpoint", full_once)
+    model_config, train_config = tiny_configs(corpus, max_iters=20, eval_interval=10)
+    run_dir = RunDir(tmp_path / "ended")
+    run_dir.prepare()
+    trainer = Trainer(corpus, model_config, train_config, run_dir=run_dir)
+    trainer.add_listener(log := MetricsLog(run_dir.metrics_path))
+    trainer.run()
+    log.close()
+    summary = summarize(run_dir.path)
+    assert (summary.best_val_loss, summary.best_iter) == (2.0, 10) == (load_checkpoint(run_dir.best_path)[
+        "best_val_loss"], load_checkpoint(run_dir.best_path)["iter"])
 
 
 def test_resuming_from_best_pt_in_its_own_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,7 +402,7 @@ def test_resuming_from_best_pt_in_its_own_folder_is_refused(tmp_path: Path, caps
     capsys.readouterr()
     assert main([str(tmp_path / "t.txt"), "--resume", str(run / "best.pt"), "--max-iters", "30", "--headless"]) == 2
     assert "--fork" in capsys.readouterr().err and (run / "ckpt.pt").read_bytes() == before
-    # from another folder, it brings its best.pt along: the best it carries is a file there too
+    # into another folder, its best is its own there, as a fork's: a file there (none was, ever)
     assert main([str(tmp_path / "t.txt"), "--resume", str(run / "ckpt.pt"), "--max-iters", "30",
                  "--out-dir", str(tmp_path / "on"), "--headless"]) == 0
     assert load_checkpoint(tmp_path / "on" / "best.pt")["best_val_loss"] == load_checkpoint(

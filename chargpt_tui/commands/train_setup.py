@@ -52,6 +52,10 @@ def prepare_training(
         else:
             changeable = ()
             resume_state = load_checkpoint(args.resume)
+            if args.out_dir and Path(args.out_dir).resolve() != Path(args.resume).resolve().parent:
+                # in another folder, as a fork: its best.pt is the best of its own evaluations (the
+                # best the checkpoint names is a file in the folder it came from, not there)
+                resume_state = {k: v for k, v in resume_state.items() if k not in ("best_val_loss", "best_iter")}
         model_config, saved_train = configs_from_checkpoint(resume_state)
         if args.resume and overrides["optimizer"] not in (None, saved_train.optimizer):
             raise UsageError(f"--optimizer cannot change when resuming (the checkpoint's moments are "
@@ -107,8 +111,9 @@ def _refuse_another_runs_folder(out_dir: Path, resume: str | None) -> None:
     if resume and Path(resume).resolve().parent == out_dir.resolve():  # resuming in its own folder
         ckpt = out_dir / "ckpt.pt"
         if Path(resume).is_file() and ckpt.is_file() and not os.path.samefile(resume, ckpt):
+            fork = f"fork it instead (--fork {out_dir}@best), or " if Path(resume).name == "best.pt" else ""
             raise UsageError(f"--resume {resume}: going on from it there would replace {ckpt}, the run's "
-                             f"latest state; fork it instead (--fork {out_dir}@best), or name another --out-dir")
+                             f"latest state; {fork}name another --out-dir")
         return
     if is_running(out_dir):
         return  # its lock says so, naming the process

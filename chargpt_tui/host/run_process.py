@@ -9,7 +9,6 @@ Either way it has no terminal to lose: a dropped SSH connection stops only the v
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from dataclasses import asdict
@@ -100,20 +99,11 @@ def train_here(
 def _claim(run_dir: RunDir, resumed_from: str | None) -> None:
     """With the lock held: the folder is this run's. A new run (or one resumed from elsewhere)
     finds no checkpoints of another there (commands/train_setup.py refused them; a run that was
-    still training then may have ended since). One resumed from elsewhere brings its best.pt,
-    whose validation loss the checkpoint carries: later evaluations are measured against it."""
-    source = Path(resumed_from).resolve().parent if resumed_from else None
-    if source == run_dir.path.resolve():
+    still training then may have ended since)."""
+    if resumed_from and Path(resumed_from).resolve().parent == run_dir.path.resolve():
         return  # resumed in its own folder
     if run_dir.ckpt_path.exists() or run_dir.best_path.exists():
         raise RunBusyError(f"{run_dir.path} holds another run's checkpoints now; name another --out-dir")
-    if source is not None and (source / "best.pt").is_file():
-        tmp = run_dir.path / f".best.pt.{os.getpid()}.tmp"
-        try:
-            shutil.copyfile(source / "best.pt", tmp)
-            os.replace(tmp, run_dir.best_path)
-        except OSError:  # (a full disk: the next better evaluation writes one)
-            tmp.unlink(missing_ok=True)
 
 
 def _parent(resume_state: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:

@@ -96,14 +96,17 @@ def summarize(path: Path) -> RunSummary:
         state = "running" if pid is not None or held else "crashed" if held is False else "unknown"
     start = next((r for r in records if r.get("event") == "start"), None)
     iters = [int(r.get("iter", 0)) for r in (last_step, end, start) if r is not None]
-    best = last_eval.get("best_val_loss") if last_eval else None
+    # the best kept: as the run ended with it (an evaluation whose best.pt could not be written
+    # reported a best that the run then did not count), else as the latest evaluation reported
+    told = end if end is not None and end.get("event") == "finished" else last_eval
+    best = told.get("best_val_loss") if told else None
     corpus = config.get("corpus", {})
     max_iters = config.get("train", {}).get("max_iters")
     return RunSummary(
         path=str(path), name=path.name, state=state, pid=pid, iter=max(iters, default=0),
         max_iters=int(max_iters) if isinstance(max_iters, int) else None,
         best_val_loss=float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None,
-        best_iter=int(last_eval["best_iter"]) if last_eval and best is not None else None,
+        best_iter=int(told["best_iter"]) if told and best is not None else None,
         elapsed_s=records[-1]["time_s"] if records else 0.0,
         corpus=str(corpus.get("name") or corpus.get("description") or "?") if isinstance(corpus, dict) else "?",
     )
