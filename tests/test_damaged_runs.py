@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import permissions_apply, run_script
+from helpers import app_until, permissions_apply, run_script
 
 from chargpt_tui.dashboard.app import ChargptApp
 from chargpt_tui.wire.event_fields import CONVERTERS
@@ -132,11 +132,8 @@ async def test_a_dashboard_on_a_damaged_run_shows_what_it_can(tmp_path: Path, ki
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in damaged))
     app = ChargptApp(RunOnDisk(run), read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if app.caught_up and app.chart.points:
-                break
-        assert app.caught_up and app.chart.points and app.is_running  # the rest of the run is there
+        await app_until(pilot, lambda: app.caught_up and app.chart.points)  # the rest of the run is there
+        assert app.is_running
         await pilot.press("q")
 
 

@@ -97,19 +97,11 @@ def screen_text(app: App) -> str:
     return "".join("".join(seg.text for seg in strip if not seg.control) for strip in strips)
 
 
-async def until(pilot, condition, what: str) -> None:  # noqa: ANN001
-    for _ in range(400):
-        await pilot.pause(0.05)
-        if condition():
-            return
-    raise AssertionError(f"never: {what}")
-
-
 async def test_the_dashboard_of_a_hostile_run_shows_it_literally(tmp_path: Path) -> None:
     run = hostile_run(tmp_path / FOLDER)
     app = ChargptApp(RunOnDisk(run), read_only=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.caught_up and app.chart.points, "the run read back")
+        await app_until(pilot, lambda: app.caught_up and app.chart.points)
         await pilot.pause(0.3)
         shown = screen_text(app)
         assert not CONTROL.search(shown), repr(CONTROL.findall(shown))
@@ -123,9 +115,9 @@ async def test_the_runs_browser_shows_a_hostile_run_literally(tmp_path: Path) ->
     hostile_run(tmp_path / FOLDER)
     app = RunsApp(tmp_path)
     async with app.run_test(size=(160, 40)) as pilot:
-        await until(pilot, lambda: app.loaded, "the runs read")
+        await app_until(pilot, lambda: app.loaded)
         await pilot.press("space")  # selected: its curves and its latest sample beside the table
-        await until(pilot, lambda: "a sample" in screen_text(app), "its sample shown")
+        await app_until(pilot, lambda: "a sample" in screen_text(app))
         shown = screen_text(app)
         assert not CONTROL.search(shown), repr(CONTROL.findall(shown))
         assert "[/][bold]y" in shown and app.is_running
