@@ -46,6 +46,10 @@ FORMAT_VERSION = 1
 PathLike = str | os.PathLike[str]
 
 
+class BestWritten(OSError):
+    """save_checkpoint could not replace path, but `also` (best.pt) holds the new state."""
+
+
 def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None = None) -> None:
     """Write state to path atomically: a temporary file in the same folder, flushed and fsynced,
     then renamed over the old file. A crash at any moment leaves either the old or the new file.
@@ -75,7 +79,12 @@ def save_checkpoint(state: dict[str, Any], path: PathLike, also: PathLike | None
                     os.fsync(dst.fileno())
             os.replace(tmp_also, also)
             tmp_also = None
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            if also is None:
+                raise
+            raise BestWritten(exc.errno, exc.strerror) from exc
         fsync_dir(path.parent)
     finally:
         for leftover in (tmp, tmp_also):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from .checkpoint import save_checkpoint
+from .checkpoint import BestWritten, save_checkpoint
 from .reporting import Reporter
 from .rundir import RunDir
 
@@ -25,8 +25,9 @@ class Checkpoints:
             self.last_saved_iter = it
 
     def save(self, it: int, state: dict[str, Any], reason: str, best: bool) -> bool:
-        """Write ckpt.pt (and best.pt: `best`) atomically, and report it, or why it failed
-        (False)."""
+        """Write ckpt.pt (and best.pt: `best`) atomically, and report it, or why it failed.
+        Whether best.pt (if `best`) holds this state now: it is written first, so it can be
+        while ckpt.pt is not."""
         assert self.run_dir is not None
         path = self.run_dir.ckpt_path
         try:
@@ -34,7 +35,7 @@ class Checkpoints:
         except OSError as exc:  # a full disk or a vanished folder must not end the run
             self.last_error = exc.strerror or str(exc)
             self.reports.emit(ev.CheckpointFailed(it, self.reports.clock.time_s(), str(path), self.last_error))
-            return False
+            return isinstance(exc, BestWritten)
         self.last_saved_iter = it
         self.last_error = None
         self.reports.emit(ev.CheckpointSaved(it, self.reports.clock.time_s(), str(path), reason, best))

@@ -407,3 +407,34 @@ def test_resuming_from_best_pt_in_its_own_folder_is_refused(tmp_path: Path, caps
                  "--out-dir", str(tmp_path / "on"), "--headless"]) == 0
     assert load_checkpoint(tmp_path / "on" / "best.pt")["best_val_loss"] == load_checkpoint(
         tmp_path / "on" / "ckpt.pt")["best_val_loss"]
+
+
+def test_a_best_written_whose_ckpt_pt_was_not_stays_the_best(corpus: Corpus, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """best.pt is renamed into place first: when ckpt.pt's rename then fails, best.pt does hold
+    the new best (1.5), and a later, worse evaluation (1.7) must not replace it."""
+    import errno
+    import os
+
+    from model.evaluation import Evaluator
+
+    losses = iter([3.0, 2.0, 1.5, 1.7])
+    monkeypatch.setattr(Evaluator, "estimate", lambda self, it, between, group=None: dict.fromkeys(
+        ("train", "val"), next(losses)))
+    real_replace, best_renames = os.replace, []
+
+    def replace(src: str, dst: str) -> None:
+        if Path(dst).name == "best.pt":
+            best_renames.append(dst)
+        elif Path(dst).name == "ckpt.pt" and len(best_renames) == 3 and Path(src).exists():
+            os.unlink(src)
+            raise OSError(errno.EACCES, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    model_config, train_config = tiny_configs(corpus, max_iters=30, eval_interval=10)
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.prepare()
+    result = Trainer(corpus, model_config, train_config, run_dir=run_dir).run()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert load_checkpoint(run_dir.best_path)["iter"] == 20 and (result.best_val_loss, result.best_iter) == (1.5, 20)
