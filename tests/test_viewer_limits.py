@@ -269,3 +269,27 @@ def test_a_viewer_after_the_start_is_caught_up_even_when_one_came_before_it() ->
     assert late[0]["type"] == "event" and late[0]["event"]["event"] == started.kind and late[0]["replay"] is True
     assert late[0]["event"]["iter"] == 2  # the run as it is now, its history inside
     assert all(frame["replay"] for frame in late)
+
+
+def test_a_client_asking_for_snapshot_after_snapshot_gets_them_at_a_bounded_rate(run: ServedRun) -> None:
+    """Each snapshot is encoded by the training loop: a client that asked again as soon as it had
+    one took a third of the loop's time. A new one is taken at most once per 20 encodings' time
+    (and a second); the client still gets every one it asks for."""
+    from chargpt_tui.host import snapshots
+
+    snaps = run.server.requests.snapshots
+    viewer = RawViewer(run.run_dir)
+    try:
+        viewer.until("live")
+        started = time.monotonic()
+        got = 0
+        while time.monotonic() - started < 3.0:
+            viewer.send(protocol.encode({"op": "snapshot", "id": got}))
+            while "payload" not in (frame := viewer.frame()):
+                assert frame["type"] != "error", frame
+            got += 1
+        elapsed = time.monotonic() - started
+    finally:
+        viewer.close()
+    assert got == snaps.encodings >= 2  # (a new one each time: none was being sent to another)
+    assert snaps.encodings <= elapsed / snapshots.MIN_GAP_S + 1

@@ -7,11 +7,14 @@ tensors to the host one at a time as it writes them). The payload is kept while 
 still being sent it, and a viewer that asks meanwhile is sent the same one while it is at most
 SHARE_S old (the weights of a moment ago); past that it waits for the last holder to be done, and
 a new one is taken then. However many viewers ask, the training process holds at most one
-payload: one model's worth of memory.
+payload: one model's worth of memory. And however often they ask, a new one is taken at most
+once per GAP_FACTOR times as long as the last took to encode (and MIN_GAP_S): encoding is the
+training loop's time, and a client asking again as soon as it has one took a third of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from model.trainer import Trainer
 # viewer hears why rather than only that nothing came.
 SNAPSHOT_TIMEOUT_S = 100.0
 SHARE_S = 5.0  # how old a payload being sent may be and still be sent to one more viewer
+GAP_FACTOR, MIN_GAP_S = 20.0, 1.0  # between encodings: at most 1/21 of the loop's time is spent on them
 
 # deliver(waiter, payload or None, error or None): called in the server's loop for each waiter
 Deliver = Callable[[Any, memoryview | None, str | None], None]
@@ -45,6 +49,9 @@ class Snapshots:
         self.payload_at = 0.0  # when it was taken (monotonic)
         self.holders = 0
         self._waiters: list[Any] = []
+        self.encodings = 0  # how many were taken (tests count them)
+        self._next_at = 0.0  # when the next may be taken (monotonic)
+        self._deferred = False  # a take is scheduled for _next_at
 
     def ask(self, waiter: Any) -> None:
         """In the server's loop: send `waiter` the weights (the payload being sent, if recent; else
@@ -66,10 +73,22 @@ class Snapshots:
                 self._submit()
 
     def _submit(self) -> None:
+        """In the server's loop: take a new payload, now or once the gap since the last is over."""
+        wait = self._next_at - time.monotonic()
+        if wait > 0:
+            if not self._deferred:
+                self._deferred = True
+                asyncio.get_running_loop().call_later(wait, self._deferred_submit)
+            return
         try:
             self.run_in.submit(self._take)
         except RuntimeError:  # the server is closing: no more snapshots
             self._answer(None, "the run's process is closing")
+
+    def _deferred_submit(self) -> None:
+        self._deferred = False
+        if self._waiters and self.payload is None:
+            self._submit()
 
     def _take(self) -> None:
         """In the control thread: the weights, encoded at the loop's next step boundary."""
@@ -94,8 +113,12 @@ class Snapshots:
 
     def _encode(self, model: GPT) -> memoryview:
         """In the training loop, at a step boundary: the live weights as a checkpoint holds them."""
+        started = time.monotonic()
         buffer = io.BytesIO()
         state = {k: v.detach() for k, v in model.state_dict().items()}  # (the viewer loads it onto the CPU)
         torch.save({"model_config": asdict(self.trainer.model_config), "train_config": asdict(self.trainer.config),
                     "vocab": "".join(self.trainer.corpus.tokenizer.chars), "model": state}, buffer)
+        done = time.monotonic()
+        self.encodings += 1
+        self._next_at = done + max(MIN_GAP_S, GAP_FACTOR * (done - started))
         return buffer.getbuffer()  # the buffer itself, not a copy of it
