@@ -418,6 +418,19 @@ async def test_ctrl_c_on_serve_ends_every_viewer_it_started(workdir: Path, train
     await until(lambda: not browser_processes(training), 15, "every viewer serve started to end")
 
 
+async def test_a_killed_serve_leaves_no_viewer_behind(workdir: Path, training: Path) -> None:
+    """kill -9 of serve: its viewers (each in a session of its own, so no hangup reaches them)
+    stayed, idle or drawing for nobody."""
+    server = Served(workdir, training)
+    async with aiohttp.ClientSession() as session:
+        tab = await Tab.open(session, server, 80, 24)
+        await tab.read_until("TRAINING")
+        assert browser_processes(training)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
+    await until(lambda: not browser_processes(training), 15, "the viewer of a killed serve to end")
+
+
 # ---- the command -----------------------------------------------------------------------------
 def test_serve_refuses_what_it_cannot_serve(workdir: Path, training: Path) -> None:
     result = run_script(["serve", str(workdir / "nothing-here")], workdir)

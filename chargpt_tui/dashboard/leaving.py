@@ -5,8 +5,10 @@ and SIGHUP: a dropped SSH connection, after which the run trains on unless --on-
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -133,3 +135,21 @@ class Leaving:
             while self.link.connected and not self.link.ended and time.monotonic() < deadline:
                 time.sleep(0.05)
         os._exit(self.exit_code)
+
+
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal for this process when its parent ends
+
+
+def leave_with_parent() -> None:
+    """A browser tab's viewer (started by `serve` in a session of its own, so that no hangup
+    reaches it) ends when serve does, however serve ends, a kill -9 too: Linux sends it SIGTERM
+    then, which it answers by closing (on_signal). It stayed, idle or drawing for nobody.
+    Elsewhere than Linux, nothing is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # serve was gone before this was asked for
+        os.kill(os.getpid(), signal.SIGTERM)

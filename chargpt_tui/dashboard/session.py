@@ -9,7 +9,7 @@ import sys
 from chargpt_tui.wire.run_link import RunLink
 
 from .app import ChargptApp
-from .leaving import DETACHED
+from .leaving import DETACHED, leave_with_parent
 
 
 def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach", read_only: bool = False,
@@ -17,6 +17,8 @@ def run_app(link: RunLink, preset: str | None = None, on_hangup: str = "detach",
     """Run the dashboard on a run until the person leaves it; say what became of the run; return
     the exit status (the run's, when it ended while watched; 0 after a detach)."""
     link.read_only = read_only  # and the link refuses to send what steers training
+    if browser:
+        leave_with_parent()
     app = ChargptApp(link, preset, on_hangup, read_only, browser)
     code = app.run()
     if browser:  # stdout was the page's terminal, and the page is gone

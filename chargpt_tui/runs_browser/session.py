@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chargpt_tui.dashboard.leaving import leave_with_parent
 from chargpt_tui.dashboard.session import run_app
 from chargpt_tui.wire.run_link import AttachError, open_link
 
@@ -14,6 +15,7 @@ from .app import BrowserState, RunsApp
 def browse_runs(root: Path, read_only: bool = False, browser: bool = False) -> int:
     state = BrowserState()
     if browser:  # a tab of serve: a run opens in a tab of its own, never in this one
+        leave_with_parent()
         RunsApp(root, state, read_only, browser=True).run()
         return 0
     while True:
