@@ -15,6 +15,7 @@ from pathlib import Path
 
 from model.history import LossHistory
 
+from . import runs
 from .runs import STEP_LINE, parse_number, read_record  # step lines read as runs.py reads them: by a regular expression
 
 MAX_SAMPLE = 2000  # characters of the latest sample kept
@@ -48,14 +49,18 @@ class RunCurves:
         if size < self._offset:  # the file was replaced: start again
             self.steps, self.times = LossHistory(self.steps.max_points), LossHistory(self.steps.max_points)
             self.evals, self.sample, self.sample_iter, self._offset = [], "", None, 0
-        with open(metrics, "rb") as f:
+        left, read, tail = size - self._offset, 0, b""  # (what was there at the size just seen)
+        with open(metrics, "rb") as f:  # a chunk at a time: a long run's file is never in memory whole
             f.seek(self._offset)
-            data = f.read(size - self._offset)
-        end = data.rfind(b"\n") + 1  # a line being written: read next time
-        self._offset += end
-        self._size = size if end == len(data) else -1
-        self._read(data[:end])
-        return end > 0
+            while left > 0 and (data := f.read(min(runs.READ_CHUNK, left))):
+                left -= len(data)
+                data = tail + data
+                end = data.rfind(b"\n") + 1  # a line being written: read next time
+                self._read(data[:end])
+                read, tail = read + end, data[end:]
+        self._offset += read
+        self._size = size if not tail else -1
+        return read > 0
 
     def _read(self, data: bytes) -> None:
         block: list[bytes] = []

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,12 +207,32 @@ STEP_LINE = re.compile(rb'"iter": (\d{1,18}), "time_s": (-?\d+(?:\.\d+)?(?:[eE][
                        rb'"loss": ([^,]+), "lr": ([^}]+)}')
 
 
+READ_CHUNK = 8 << 20  # a long run's metrics.jsonl is read this much at a time, never whole
+STEP_BLOCK = 10_000  # step lines read back as one StepsDone at most
+
+
+def file_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file, read a chunk at a time (opened now: OSError here, not later)."""
+    f = open(path, "rb")  # noqa: SIM115 - closed by the generator
+
+    def lines() -> Iterator[bytes]:
+        with f:
+            tail = b""
+            while data := f.read(READ_CHUNK):
+                pieces = (tail + data).split(b"\n")
+                tail = pieces.pop()
+                yield from pieces
+            if tail:
+                yield tail
+    return lines()
+
+
 def read_journal(path: Path) -> RunJournal:
     """The journal of a run that is not running, from metrics.jsonl and config.json."""
     journal = RunJournal()
     config = read_config(path)
     try:
-        data = (path / "metrics.jsonl").read_bytes()
+        lines = file_lines(path / "metrics.jsonl")
     except OSError:
         return journal
     block: list[bytes] = []
@@ -229,9 +250,11 @@ def read_journal(path: Path) -> RunJournal:
         _, time_s, _, lr = steps[-1]
         journal.add(ev.StepsDone(iters[-1], float(time_s), iters, losses, parse_number(lr), 0.0, 0.0), 0.0)
 
-    for line in data.split(b"\n"):
+    for line in lines:
         if line.startswith(b'{"event": "step"'):  # most lines
             block.append(line)
+            if len(block) >= STEP_BLOCK:
+                flush()
             continue
         record = read_record(line)
         if record is None:
