@@ -42,6 +42,10 @@ class RunDir:
     def best_path(self) -> Path:
         return self.path / "best.pt"
 
+    def checkpoints(self) -> list[str]:
+        """The checkpoints the folder holds (ckpt.pt, best.pt): a run's, if this one did not write them."""
+        return [p.name for p in (self.ckpt_path, self.best_path) if p.exists()]
+
     @property
     def config_path(self) -> Path:
         return self.path / "config.json"

@@ -117,7 +117,7 @@ def _refuse_another_runs_folder(out_dir: Path, resume: str | None) -> None:
         return
     if is_running(out_dir):
         return  # its lock says so, naming the process
-    saved = [name for name in ("ckpt.pt", "best.pt") if (out_dir / name).exists()]
+    saved = RunDir(out_dir).checkpoints()
     if saved:
         go_on = f"go on with it with --resume {out_dir / 'ckpt.pt'}, or " if "ckpt.pt" in saved else ""
         raise UsageError(f"--out-dir {out_dir} holds a run already ({' and '.join(saved)}, which this one would "

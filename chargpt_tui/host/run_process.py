@@ -102,7 +102,7 @@ def _claim(run_dir: RunDir, resumed_from: str | None) -> None:
     still training then may have ended since)."""
     if resumed_from and Path(resumed_from).resolve().parent == run_dir.path.resolve():
         return  # resumed in its own folder
-    if run_dir.ckpt_path.exists() or run_dir.best_path.exists():
+    if run_dir.checkpoints():
         raise RunBusyError(f"{run_dir.path} holds another run's checkpoints now; name another --out-dir")
 
 
